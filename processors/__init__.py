@@ -1,0 +1,1 @@
+"""Hearing-aid processors: one algorithm per module, one contract (:mod:`processors.base`)."""
