@@ -1,0 +1,257 @@
+"""The ``bench`` command line. Thin: parse, call the library, print.
+
+Heavy modules (numpy stacks, pyclarity, torch) are imported inside the
+commands, so ``bench --help`` stays instant and never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from benchmark.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="haaqi-bench: benchmark hearing-aid music processing with HAAQI.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Build or inspect music corpora.")
+app.add_typer(corpus_app, name="corpus")
+
+DEFAULT_PROCESSORS = "unprocessed,nalr,nalr-agc,camfit-wdrc"
+DEFAULT_AUDIOGRAMS = "N2,N3,S2"
+DEFAULT_SPLS = "55,65,75"
+
+
+def _fail(exc: BenchError) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@app.command()
+def run(
+    processor: str = typer.Option(DEFAULT_PROCESSORS, "--processor", "-p",
+                                  help="Comma-separated processor names or file.py:Class."),
+    spl: str = typer.Option(DEFAULT_SPLS, help="Presentation levels of the music in dB SPL."),
+    audiograms: Optional[str] = typer.Option(None, help=f"Built-in names or 8-value groups "
+                                             f"[default: {DEFAULT_AUDIOGRAMS} unless --listeners]"),
+    listeners: Optional[Path] = typer.Option(None, help="Clarity/Cadenza listeners.json."),
+    corpus: str = typer.Option("builtin", help="'builtin', a folder of audio, or a MUSDB18 folder."),
+    excerpt_s: float = typer.Option(10.0, help="Excerpt length in seconds."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N clips."),
+    small: bool = typer.Option(False, help="Smoke run: 2 clips of 4 s."),
+    workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
+    param: list[str] = typer.Option([], help="Processor parameter, name.key=value (repeatable)."),
+    reference: str = typer.Option("nalr", help="Reference convention: nalr (Cadenza) or clean."),
+    haaqi_backend: str = typer.Option("pyclarity", help="HAAQI implementation."),
+    results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
+    run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
+    retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
+) -> None:
+    """Run (or resume) a sweep and write the table, leaderboard and plots of the run."""
+    from benchmark import options, runner
+    from benchmark.sweep import SweepConfig
+
+    try:
+        config = SweepConfig(
+            processors=options.parse_processors(processor, param),
+            spls_db=options.parse_spls(spl),
+            listeners=options.parse_listeners(
+                audiograms if audiograms or listeners else DEFAULT_AUDIOGRAMS,
+                str(listeners) if listeners else None),
+            corpus=corpus, excerpt_s=4.0 if small else excerpt_s,
+            reference=reference, haaqi_backend=haaqi_backend,
+            limit_clips=2 if small and limit is None else limit)
+        from benchmark.haaqi import check_backend
+
+        check_backend(haaqi_backend)
+        summary = _run_with_progress(config, results, run_id, workers, retry_errors)
+    except BenchError as exc:
+        _fail(exc)
+    _report(summary)
+
+
+def _run_with_progress(config, results, run_id, workers, retry_errors):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from benchmark import runner
+
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("trials", total=None)
+
+        def on_start(n_todo, n_skipped):
+            if n_skipped:
+                console.print(f"resuming: {n_skipped} trials already done, {n_todo} to run")
+            progress.update(task, total=n_todo)
+
+        def on_rows(rows):
+            progress.advance(task, len(rows))
+
+        return runner.run_sweep(config, results_dir=results, run_id=run_id, workers=workers,
+                                retry_errors=retry_errors, on_start=on_start, on_rows=on_rows)
+
+
+def _report(summary) -> None:
+    from benchmark import leaderboard, plots
+
+    console = _console()
+    table = summary.table
+    console.print(f"[bold]{summary.n_ok} ok, {summary.n_error} failed, {summary.n_skipped} resumed[/] "
+                  f"of {summary.n_trials} trials in {summary.wall_s:.1f} s "
+                  f"({summary.trials_per_minute:.0f} trials/min) -> {summary.run_dir}")
+    for err in summary.errors[:5]:
+        console.print(f"  [red]failed[/] {err}")
+    if len(summary.errors) > 5:
+        console.print(f"  ... and {len(summary.errors) - 5} more (see the error column)")
+    if table is None or not (table["status"] == "ok").any():
+        raise typer.Exit(1)
+    board = summary.run_dir / "leaderboard.md"
+    board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {summary.run_dir.name}"))
+    paths = plots.plot_all(table, summary.run_dir / "plots")
+    ranks = leaderboard.ranking(table)
+    for i, r in ranks.iterrows():
+        console.print(f"  {i + 1}. {r['processor']:<28} HAAQI {r['mean']:.3f} "
+                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n={r['n']}")
+    console.print(f"leaderboard: {board}\nplots: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def leaderboard(
+    run_dir: Path = typer.Argument(..., help="A run folder, results/<run-id>."),
+    out: Optional[Path] = typer.Option(None, help="Markdown file [default: <run>/leaderboard.md]."),
+    title: Optional[str] = typer.Option(None, help="Title of the page."),
+) -> None:
+    """Write the Markdown leaderboard of a run."""
+    from benchmark import leaderboard as lb
+    from benchmark.store import load_table
+
+    try:
+        table = load_table(run_dir)
+        command = f"bench leaderboard {run_dir}" + (f" --out {out}" if out else "")
+        text = lb.render(table, title=title or f"HAAQI leaderboard: {run_dir.name}", command=command)
+    except BenchError as exc:
+        _fail(exc)
+    target = out or run_dir / "leaderboard.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    typer.echo(f"wrote {target}")
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run folder, results/<run-id>."),
+    out: Optional[Path] = typer.Option(None, help="Folder for PNGs [default: <run>/plots]."),
+) -> None:
+    """Draw HAAQI against SPL per processor, and a processors × audiograms heatmap."""
+    from benchmark import plots
+    from benchmark.store import load_table
+
+    try:
+        paths = plots.plot_all(load_table(run_dir), out or run_dir / "plots")
+    except BenchError as exc:
+        _fail(exc)
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+@app.command("ls")
+def ls(what: str = typer.Argument(..., help="processors | audiograms | corpora")) -> None:
+    """List processors (with parameters), audiograms or corpora."""
+    from benchmark import listing
+
+    try:
+        typer.echo(listing.render(what))
+    except BenchError as exc:
+        _fail(exc)
+
+
+@app.command()
+def haaqi(
+    reference: Optional[Path] = typer.Argument(None, help="Reference audio file."),
+    processed: Optional[Path] = typer.Argument(None, help="Processed audio file."),
+    audiogram: str = typer.Option("NH", help="Built-in name or 8 dB HL values (250..8000 Hz)."),
+    spl: float = typer.Option(65.0, help="dB SPL of the reference's RMS."),
+    equalisation: int = typer.Option(2, help="1: HAAQI applies NAL-R to the reference; "
+                                     "2: the reference already has it."),
+    backend: str = typer.Option("pyclarity", help="HAAQI implementation."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV of pairs: reference, processed, "
+                                            "audiogram, spl_db[, equalisation]."),
+    out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score a reference/processed pair (per ear), or many pairs from a manifest."""
+    from benchmark import pairs
+    from benchmark.audiogram import parse_audiogram
+    from benchmark.haaqi import check_backend
+
+    try:
+        check_backend(backend)
+        if manifest is not None:
+            _score_manifest(manifest, out, backend, equalisation, as_json)
+            return
+        if reference is None or processed is None:
+            raise BenchError("give REFERENCE and PROCESSED files, or --manifest pairs.csv")
+        rows = pairs.score_pair(reference, processed, audiogram=parse_audiogram(audiogram),
+                                spl_db=spl, equalisation=equalisation, backend=backend)
+    except BenchError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['ear']:<6} HAAQI {r['haaqi']:.4f}  ({r['seconds']:.1f} s, {r['backend']})")
+
+
+def _score_manifest(manifest, out, backend, equalisation, as_json) -> None:
+    from rich.progress import Progress
+
+    from benchmark import pairs
+
+    table = pairs.read_manifest(manifest)
+    with Progress(console=_console()) as progress:
+        task = progress.add_task("pairs", total=len(table))
+        scores = pairs.score_manifest(table, backend=backend, default_equalisation=equalisation,
+                                      on_row=lambda: progress.advance(task))
+    if out:
+        scores.to_csv(out, index=False)
+        typer.echo(f"wrote {out} ({(scores['status'] == 'ok').sum()} ok, "
+                   f"{(scores['status'] != 'ok').sum()} failed)")
+    if as_json:
+        typer.echo(scores.to_json(orient="records", indent=2))
+    elif not out:
+        typer.echo(scores.to_csv(index=False))
+
+
+@corpus_app.command("build")
+def corpus_build(
+    excerpt_s: float = typer.Option(10.0, help="Excerpt length in seconds."),
+    force: bool = typer.Option(False, help="Rebuild even if cached."),
+) -> None:
+    """Render the built-in corpus (cached; automatic on first use)."""
+    from benchmark.corpus import build_builtin
+
+    try:
+        corpus = build_builtin(excerpt_s=excerpt_s, force=force)
+    except BenchError as exc:
+        _fail(exc)
+    typer.echo(f"{len(corpus.clips)} clips in {corpus.root} (manifest {corpus.manifest_hash[:12]})")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

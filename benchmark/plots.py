@@ -1,0 +1,87 @@
+"""Plots: pure functions of a results table -> PNG files.
+
+* ``haaqi_vs_spl.png``: mean HAAQI against SPL, one line per processor, with
+  95 % cluster-bootstrap CIs over clips.
+* ``heatmap_processor_audiogram.png``: mean HAAQI, processors × audiograms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchError
+from benchmark.leaderboard import bootstrap_ci, ranking
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_haaqi_vs_spl(table: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    ok = table[table["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for _, r in ranking(table).iterrows():
+        sub = ok[ok["processor_id"] == r["processor_id"]]
+        spls = sorted(sub["spl_db"].unique())
+        means = [sub[sub["spl_db"] == s].groupby("clip_id")["haaqi"].mean().mean() for s in spls]
+        cis = np.array([bootstrap_ci(sub[sub["spl_db"] == s]) for s in spls])
+        line = ax.plot(spls, means, marker="o", label=r["processor"])[0]
+        if len(spls):
+            ax.fill_between(spls, cis[:, 0], cis[:, 1], alpha=0.15, color=line.get_color())
+    ax.set_xlabel("presentation level (dB SPL)")
+    ax.set_ylabel("mean HAAQI")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("HAAQI against presentation level (95% CI over clips)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(table: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    ok = table[table["status"] == "ok"]
+    order = ranking(table)
+    audiograms = (ok.groupby("audiogram")["pta_db_hl"].mean().sort_values().index.tolist())
+    grid = np.full((len(order), len(audiograms)), np.nan)
+    for i, pid in enumerate(order["processor_id"]):
+        for j, a in enumerate(audiograms):
+            vals = ok[(ok["processor_id"] == pid) & (ok["audiogram"] == a)]["haaqi"]
+            if len(vals):
+                grid[i, j] = vals.mean()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(audiograms), 1.2 + 0.45 * len(order)), dpi=120)
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(audiograms)), audiograms, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(order)), order["processor"], fontsize=8)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < 0.6 else "black")
+    ax.set_xlabel("audiogram (by increasing PTA)")
+    fig.colorbar(im, ax=ax, label="mean HAAQI")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_all(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Write every plot of a results table into ``out_dir``; returns the paths."""
+    if table.empty or not (table.get("status") == "ok").any():
+        raise BenchError("no scored trials to plot")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plot_haaqi_vs_spl(table, out / "haaqi_vs_spl.png"),
+            plot_heatmap(table, out / "heatmap_processor_audiogram.png")]

@@ -1,0 +1,143 @@
+"""The sweep runner: config -> trials -> rows in the results store.
+
+:func:`run_sweep` loads the corpus, expands the config into jobs, skips the
+trials already in the run's journal (resume), runs the rest on an executor,
+and appends every row to the journal as it arrives. Progress goes to an
+optional callback; the library never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.provenance import git_sha, package_versions, run_provenance
+from benchmark.store import RunStore
+from benchmark.sweep import SweepConfig, plan_jobs
+from benchmark.trial import JobInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a call to :func:`run_sweep` did."""
+
+    run_dir: Path
+    n_trials: int
+    n_skipped: int
+    n_ok: int = 0
+    n_error: int = 0
+    wall_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+
+    @property
+    def trials_per_minute(self) -> float:
+        done = self.n_ok + self.n_error
+        return 60.0 * done / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def default_run_id(config: SweepConfig) -> str:
+    """``<processors>-<config hash>``: the same command finds the same folder (resume)."""
+    names = "+".join(sorted({p.name.rsplit(":", 1)[-1].replace("/", "_") for p in config.processors}))
+    if len(names) > 40:
+        names = f"{len(config.processors)}procs"
+    return f"{names}-{config.config_hash}"
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    results_dir: str | Path = "results",
+    run_id: str | None = None,
+    workers: int = 1,
+    retry_errors: bool = False,
+    executor=None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_rows: Callable[[list[dict]], None] | None = None,
+) -> RunSummary:
+    """Run (or resume) a sweep.
+
+    Args:
+        config: the sweep.
+        results_dir: parent folder of run folders.
+        run_id: run folder name; default :func:`default_run_id`.
+        workers: 0 = in-process, N = local pool of N processes (ignored if ``executor``).
+        retry_errors: rerun trials whose earlier row is an error.
+        executor: an executor object (see :mod:`benchmark.executors`).
+        on_start: called with (trials to run, trials skipped) before work starts.
+        on_rows: called with the rows of each finished job.
+    """
+    from benchmark.corpus import load_corpus
+    from benchmark.executors import make_executor
+
+    corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
+    clips = list(corpus.clips)[: config.limit_clips] if config.limit_clips else list(corpus.clips)
+    plan = plan_jobs(config, [c.clip_id for c in clips])
+    clips_by_id = {c.clip_id: c for c in clips}
+    listeners = {ls.name: ls for ls in config.listeners}
+    spec_by_id = {pid: spec for spec, pid in zip(config.processors, plan.processors)}
+
+    store = RunStore(Path(results_dir) / (run_id or default_run_id(config)))
+    meta = {
+        "config": config.as_dict(),
+        "config_hash": config.config_hash,
+        "corpus": {"name": corpus.name, "root": str(corpus.root), "n_clips": len(clips),
+                   "manifest_hash": corpus.manifest_hash,
+                   "skipped": [list(s) for s in corpus.skipped]},
+        "processors": {pid: {"name": p.name, "label": p.label, "params": p.params()}
+                       for pid, p in plan.processors.items()},
+        **run_provenance(),
+    }
+    store.prepare(meta)  # checks the folder is writable and has space, before any work
+
+    finished = store.finished_keys(retry_errors=retry_errors)
+    todo = [j for j in plan.jobs if not all(k in finished for k in j.trial_keys())]
+    n_trials = sum(len(j.ears) for j in plan.jobs)
+    summary = RunSummary(store.root, n_trials=n_trials,
+                         n_skipped=n_trials - sum(len(j.ears) for j in todo))
+    if on_start:
+        on_start(n_trials - summary.n_skipped, summary.n_skipped)
+
+    provenance = {
+        "run_id": store.root.name, "config_hash": config.config_hash,
+        "corpus": corpus.name, "corpus_manifest_hash": corpus.manifest_hash,
+        "git_sha": git_sha(), "bench_version": package_versions()["haaqi-bench"],
+        "versions": ",".join(f"{k}={v}" for k, v in sorted(package_versions().items())),
+    }
+    backend_version = _backend_version(config.haaqi_backend)
+    inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
+                       spec_by_id[job.processor_id], config.reference, config.haaqi_backend)
+              for job in todo)
+    executor = executor or make_executor(workers)
+    started = time.perf_counter()
+    try:
+        for inp, rows in executor.run(inputs):
+            for row in rows:
+                row.update(provenance, haaqi_backend_version=backend_version,
+                           processor_label=plan.processors[inp.job.processor_id].label)
+                if row["status"] == "ok":
+                    summary.n_ok += 1
+                else:
+                    summary.n_error += 1
+                    summary.errors.append(f"{row['trial_key']}: {row['error']}")
+            store.append(rows)
+            if on_rows:
+                on_rows(rows)
+    finally:
+        summary.wall_s = time.perf_counter() - started
+        store.close()
+        summary.table = store.write_table()
+    return summary
+
+
+def _backend_version(name: str) -> str:
+    from benchmark import haaqi
+
+    return haaqi.backend_version(name)
