@@ -76,6 +76,7 @@ class RunStore:
     def append(self, rows: list[dict]) -> None:
         """Append rows to the journal and flush them to disk."""
         if self._journal is None:
+            _drop_torn_tail(self.root / JOURNAL)
             self._journal = open(self.root / JOURNAL, "a", encoding="utf-8")
         for row in rows:
             self._journal.write(json.dumps(row, default=_json_default) + "\n")
@@ -141,6 +142,21 @@ def load_table(run_dir: str | Path) -> pd.DataFrame:
     if journal.exists():
         return journal_to_table(RunStore(root).read_journal())
     raise BenchError(f"{root} has no results ({TABLE} or {JOURNAL})")
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a journal back to its last complete line (a kill can leave half a row)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -1,0 +1,103 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import leaderboard
+from benchmark.errors import BenchError
+from benchmark.store import RunStore, journal_to_table, load_table
+
+
+def _rows(processor, base, n_clips=6, status="ok"):
+    rng = np.random.default_rng(abs(hash(processor)) % 2**32)
+    rows = []
+    for c in range(n_clips):
+        for spl in (55.0, 65.0):
+            for aud, sev in (("N2", "mild"), ("N4", "moderately-severe")):
+                rows.append({"trial_key": f"c{c}|{aud}|left|{spl:g}|{processor}", "clip_id": f"c{c}",
+                             "listener": aud, "audiogram": aud, "severity": sev, "pta_db_hl": 30.0,
+                             "spl_db": spl, "processor_id": processor, "processor_label": processor,
+                             "status": status, "error": "" if status == "ok" else "boom",
+                             "error_stage": "" if status == "ok" else "process",
+                             "haaqi": base + 0.02 * rng.standard_normal() if status == "ok" else np.nan,
+                             "ear": "left", "corpus": "builtin", "run_id": "r",
+                             "finished_at": "2026-01-01T00:00:00+00:00"})
+    return rows
+
+
+def test_ranking_orders_by_mean_and_ci_contains_mean():
+    table = pd.DataFrame(_rows("good-1", 0.8) + _rows("bad-2", 0.4) + _rows("mid-3", 0.6))
+    ranks = leaderboard.ranking(table)
+    assert ranks["processor_id"].tolist() == ["good-1", "mid-3", "bad-2"]
+    assert (ranks["ci_low"] <= ranks["mean"]).all() and (ranks["mean"] <= ranks["ci_high"]).all()
+    assert (ranks["n"] == 24).all()
+
+
+def test_leaderboard_is_deterministic_and_counts_errors():
+    table = pd.DataFrame(_rows("good-1", 0.8) + _rows("crash-2", 0.0, n_clips=2, status="error"))
+    a = leaderboard.render(table)
+    b = leaderboard.render(table.sample(frac=1.0, random_state=3))
+    assert a == b
+    assert "| 1 | `good-1` |" in a
+    assert "55 dB" in a and "moderately-severe" in a
+    assert "Failed trials (8)" in a
+
+
+def test_leaderboard_of_all_failed_table_is_an_error():
+    with pytest.raises(BenchError, match="no trial"):
+        leaderboard.render(pd.DataFrame(_rows("crash", 0.0, status="error")))
+
+
+def test_journal_torn_line_is_ignored_and_last_row_wins(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.prepare({"config_hash": "abc"})
+    store.append([{"trial_key": "a", "status": "error"}, {"trial_key": "b", "status": "ok"}])
+    store.append([{"trial_key": "a", "status": "ok"}])
+    store.close()
+    with open(tmp_path / "run" / "journal.jsonl", "a") as fh:
+        fh.write('{"trial_key": "c", "sta')  # a kill in the middle of a write
+    rows = store.read_journal()
+    assert [r["trial_key"] for r in rows] == ["a", "b", "a"]
+    table = journal_to_table(rows)
+    assert table["trial_key"].tolist() == ["a", "b"]
+    assert table.set_index("trial_key").loc["a", "status"] == "ok"
+    assert store.finished_keys(retry_errors=True) == {"a", "b"}
+    store.write_table()
+    assert len(load_table(tmp_path / "run")) == 2
+
+
+def test_store_refuses_another_config(tmp_path):
+    RunStore(tmp_path / "run").prepare({"config_hash": "abc"})
+    with pytest.raises(BenchError, match="another configuration"):
+        RunStore(tmp_path / "run").prepare({"config_hash": "xyz"})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_results_dir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(BenchError):
+        RunStore(locked / "run").prepare({"config_hash": "abc"})
+
+
+def test_results_path_under_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BenchError, match="cannot create results folder"):
+        RunStore(blocker / "run").prepare({"config_hash": "abc"})
+
+
+def test_append_after_torn_write_loses_no_row(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.prepare({"config_hash": "abc"})
+    store.append([{"trial_key": "a", "status": "ok"}])
+    store.close()
+    with open(tmp_path / "run" / "journal.jsonl", "a") as fh:
+        fh.write('{"trial_key": "b", "sta')
+    store2 = RunStore(tmp_path / "run")
+    store2.append([{"trial_key": "c", "status": "ok"}])
+    store2.close()
+    assert [r["trial_key"] for r in store2.read_journal()] == ["a", "c"]
