@@ -28,3 +28,14 @@ def audio_folder(tmp_path):
     for i in range(3):
         sf.write(folder / f"song{i}.wav", music_like(1.0, 24000, i).T, 24000, subtype="FLOAT")
     return folder
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    """A stereo reference and a noisy processed version at 24 kHz, 0.8 s."""
+    ref = music_like(0.8, 24000, 7)
+    noisy = ref + 0.01 * np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)
+    sf.write(tmp_path / "ref.wav", ref.T, 24000, subtype="FLOAT")
+    sf.write(tmp_path / "proc.wav", noisy.T, 24000, subtype="FLOAT")
+    sf.write(tmp_path / "mono.wav", ref[0], 24000, subtype="FLOAT")
+    return tmp_path / "ref.wav", tmp_path / "proc.wav", tmp_path / "mono.wav"
