@@ -40,6 +40,7 @@ from torch import nn
 
 from benchmark.errors import BenchError
 from haaqinet.fbank import kaldi_fbank, n_fbank_frames
+from haaqinet.frontends import Frontend
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def _first_lines(text: str, n: int = 4) -> str:
     return " ".join(lines[:n]) + (" ..." if len(lines) > n else "")
 
 
-class BEATsFrontend(nn.Module):
+class BEATsFrontend(Frontend):
     """Front end ``beats``: a BEATs checkpoint giving all layer outputs.
 
     Args:
@@ -365,6 +366,7 @@ class BEATsFrontend(nn.Module):
 
     sample_rate_hz = 16000
     external_weights = True
+    weights_arg = "checkpoint_path"
     wants_calibrated_input = False
 
     def __init__(self, checkpoint_path: str):

@@ -1,0 +1,205 @@
+"""Feature front ends for HAAQI-Net: the contract, the registry and the ``mel`` front end.
+
+Every front end is an ``nn.Module`` that maps 16 kHz audio to a list of hidden
+states::
+
+    forward(waveform_16k: (B, n_samples)) -> [ (B, T, dim) ] * n_layers
+
+with the attributes ``n_layers``, ``dim``, ``frames_per_second`` (approximate),
+``sample_rate_hz = 16000``, ``external_weights`` (its weights come from a file
+the user brings, so HAAQI-Net checkpoints store a reference instead of them;
+``weights_arg`` names the constructor argument holding that path) and
+``wants_calibrated_input`` (see :func:`calibrate_to_spl`), and the method
+``n_frames(n_samples) -> int``.
+
+Front ends are found by name (``create_frontend("mel", dim=256)``). Built-ins
+are lazy ``"module:Class"`` entries, so ``hf`` imports transformers only when
+it is used; :func:`register_frontend` adds more.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import torch
+from torch import nn
+
+from benchmark.errors import BenchError
+from benchmark.registry_util import did_you_mean
+from haaqinet.fbank import kaldi_fbank, n_fbank_frames
+
+#: dB SPL of a calibrated waveform whose RMS is 1.0 (see :func:`calibrate_to_spl`).
+CALIBRATED_DB_SPL_AT_RMS1 = 100.0
+
+#: RMS (full scale 1.0) below which a clip counts as silent when calibrating.
+_SILENT_RMS = 1e-5
+
+BUILTIN: dict[str, str] = {
+    "mel": "haaqinet.frontends:MelFrontend",
+    "beats": "haaqinet.beats:BEATsFrontend",
+    "hf": "haaqinet.hf:HFFrontend",
+}
+
+
+class Frontend(nn.Module):
+    """Base class documenting the front-end contract (see the module docstring)."""
+
+    sample_rate_hz = 16000
+    external_weights = False
+    weights_arg: str | None = None
+    wants_calibrated_input = False
+    n_layers: int
+    dim: int
+    frames_per_second: float
+
+    def n_frames(self, n_samples: int) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def register_frontend(name: str):
+    """Class decorator adding a front end to the registry under ``name``."""
+
+    def wrap(cls):
+        BUILTIN[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_frontends() -> list[str]:
+    """Names of the registered front ends."""
+    return list(BUILTIN)
+
+
+def get_frontend_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``; a did-you-mean ``BenchError`` otherwise."""
+    if name not in BUILTIN:
+        raise BenchError(
+            f"unknown front end {name!r}{did_you_mean(name, BUILTIN)}; "
+            f"available: {', '.join(available_frontends())}"
+        )
+    entry = BUILTIN[name]
+    if isinstance(entry, str):
+        module_name, attr = entry.split(":")
+        entry = getattr(importlib.import_module(module_name), attr)
+    return entry
+
+
+def create_frontend(name: str, **args) -> nn.Module:
+    """A configured front end; an unknown option is a ``BenchError``."""
+    cls = get_frontend_class(name)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    signature = inspect.signature(cls.__init__).parameters
+    params = {k: v for k, v in signature.items() if k != "self" and v.kind in named}
+    for key in args:
+        if key not in params:
+            raise BenchError(
+                f"front end {name!r} has no option {key!r}{did_you_mean(key, params)}; "
+                f"options: {', '.join(params) or 'none'}"
+            )
+    missing = [k for k, v in params.items() if v.default is inspect.Parameter.empty and k not in args]
+    if missing:
+        raise BenchError(f"front end {name!r} needs {', '.join(missing)}")
+    return cls(**args)
+
+
+def calibrate_to_spl(waveform: torch.Tensor, spl_db: torch.Tensor) -> torch.Tensor:
+    """Rescale each clip so that its digital level encodes its sound pressure level.
+
+    After calibration a clip's RMS is ``10 ** ((spl_db - 100) / 20)``: RMS 1.0 is
+    100 dB SPL (:data:`CALIBRATED_DB_SPL_AT_RMS1`), so a 65 dB SPL clip has RMS
+    0.0178. Silent clips (RMS < 1e-5) are left at their (near-zero) level.
+
+    Args:
+        waveform: float tensor, shape (B, n_samples), any digital scale.
+        spl_db: float tensor, shape (B,), RMS level of each clip in dB SPL.
+
+    Returns:
+        float tensor, shape (B, n_samples).
+    """
+    rms = waveform.square().mean(dim=1).sqrt()  # (B,)
+    target = torch.pow(10.0, (spl_db.to(waveform.dtype) - CALIBRATED_DB_SPL_AT_RMS1) / 20.0)  # (B,)
+    gain = torch.where(rms >= _SILENT_RMS, target / rms.clamp(min=_SILENT_RMS), torch.ones_like(rms))
+    return waveform * gain.unsqueeze(1)
+
+
+class MelFrontend(Frontend):
+    """Front end ``mel``: a Kaldi log-mel filterbank and a small conv + transformer stack.
+
+    It has no external weights and is trained with the head. It expects a
+    calibrated waveform (:func:`calibrate_to_spl`; ``HAAQINet`` does this), and
+    its only input normalisation is a fixed affine map of the log-mel power,
+    ``(log_mel - LOG_OFFSET) / LOG_SCALE``, so absolute band levels in dB SPL
+    reach the network. 0 is about the mean band of 65 dB SPL white noise and one
+    unit is ``4 * 10 / ln(10) = 17.4`` dB; power is floored at 1e-10 (about
+    0 dB SPL per band).
+
+    Hidden states (``n_layers`` of them, each ``(B, T, dim)``, ``T`` at
+    ``100 / stride`` frames per second): the conv stem's output, then the output
+    of each of ``n_layers - 1`` pre-norm transformer layers.
+
+    Args:
+        n_mels: mel bands of the filterbank.
+        dim: width of every hidden state.
+        n_layers: number of hidden states (1 conv stem + n_layers - 1 transformer layers).
+        n_heads: attention heads in the transformer layers.
+        ffn_dim: width of the transformer feed-forward layers.
+        stride: time subsampling of the stem, 1, 2 or 4 (fbank frames are 10 ms apart;
+            the default 4 gives 25 frames per second).
+        dropout: dropout in the transformer layers.
+    """
+
+    external_weights = False
+    wants_calibrated_input = True
+    LOG_OFFSET = -4.0
+    LOG_SCALE = 4.0
+    LOG_FLOOR = 1e-10
+
+    def __init__(self, n_mels: int = 128, dim: int = 256, n_layers: int = 4, n_heads: int = 4,
+                 ffn_dim: int = 512, stride: int = 4, dropout: float = 0.1):
+        super().__init__()
+        if n_layers < 1 or dim % n_heads:
+            raise BenchError(
+                f"mel front end: need n_layers >= 1 and dim divisible by n_heads (got {n_layers}, {dim}/{n_heads})"
+            )
+        self.n_mels, self.stride = n_mels, stride
+        self.n_layers, self.dim = n_layers, dim
+        self.frames_per_second = 100.0 / stride
+        if stride not in (1, 2, 4):
+            raise BenchError(f"mel front end: stride must be 1, 2 or 4 (got {stride})")
+        self._strides = (min(stride, 2), stride // min(stride, 2))
+        self.stem = nn.Sequential(
+            nn.Conv1d(n_mels, dim, kernel_size=3, stride=self._strides[0], padding=1), nn.GELU(),
+            nn.Conv1d(dim, dim, kernel_size=3, stride=self._strides[1], padding=1), nn.GELU(),
+        )
+        self.pos_conv = nn.Conv1d(dim, dim, kernel_size=15, padding=7, groups=dim)  # relative position, depthwise
+        self.stem_norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, n_heads, ffn_dim, dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(n_layers - 1)
+        )
+
+    def features(self, waveform_16k: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel, (B, n_samples) -> (B, n_fbank_frames, n_mels)."""
+        log_mel = kaldi_fbank(waveform_16k, n_mels=self.n_mels, log_floor=self.LOG_FLOOR)
+        return (log_mel - self.LOG_OFFSET) / self.LOG_SCALE
+
+    def forward(self, waveform_16k: torch.Tensor) -> list[torch.Tensor]:
+        """(B, n_samples), calibrated -> n_layers hidden states, each (B, T, dim)."""
+        x = self.features(waveform_16k).transpose(1, 2)  # (B, n_mels, n_fbank_frames)
+        x = self.stem(x)  # (B, dim, T)
+        x = self.stem_norm((x + self.pos_conv(x)).transpose(1, 2))  # (B, T, dim)
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x)  # (B, T, dim)
+            hidden.append(x)
+        return hidden
+
+    def n_frames(self, n_samples: int) -> int:
+        frames = n_fbank_frames(n_samples)
+        for s in self._strides:  # kernel 3, padding 1
+            frames = 0 if frames == 0 else (frames - 1) // s + 1
+        return frames
+

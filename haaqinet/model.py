@@ -1,0 +1,207 @@
+"""HAAQI-Net: a non-intrusive predictor of HAAQI (Wisnu et al., arXiv 2401.01145).
+
+The network, with B clips of n samples at 16 kHz, a front end giving L hidden
+states of width D at T frames, and the default sizes::
+
+    waveform (B, n) --front end--> L x (B, T, D)
+      --LayerNorm per layer, softmax-weighted sum--> (B, T, D)
+      --adapter Linear(D -> 256)--> (B, T, 256)
+      --concat [audiogram / 100 (8), (spl_db - 65) / 20 (1)] per frame--> (B, T, 265)
+      --BLSTM(hidden 100, bidirectional)--> (B, T, 200)
+      --Linear(200 -> 256), ReLU, Dropout(0.3)--> (B, T, 256)
+      --MultiheadAttention(256, 16 heads), self-attention--> (B, T, 256)
+      --Linear(256 -> 1), sigmoid--> frame scores (B, T)
+      --mean over (valid) frames--> clip score (B,)
+
+Conditioning inputs, both normalised so they are O(1) like the features:
+
+* ``audiogram_db_hl``: (B, 8) hearing thresholds in dB HL at
+  :data:`AUDIOGRAM_FREQUENCIES_HZ`, divided by :data:`AUDIOGRAM_SCALE_DB` (100).
+  The paper fed raw dB HL (values up to ~100 next to features of order 1).
+* ``spl_db``: (B,) RMS level of the judged signal in dB SPL (the calibration
+  of :mod:`benchmark.calibration`), as ``(spl_db - 65) / 20``. The paper had no
+  level input; HAAQI depends on level for impaired listeners. Front ends with
+  ``wants_calibrated_input`` (``mel``) also receive the waveform rescaled so its
+  digital level encodes ``spl_db`` (:func:`haaqinet.frontends.calibrate_to_spl`).
+
+The network is kept apart from training code; :mod:`haaqinet.checkpoint`
+saves and rebuilds it from :attr:`HAAQINet.model_args`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from benchmark.errors import BenchError
+from haaqinet.frontends import calibrate_to_spl, create_frontend
+
+#: Audiogram frequencies expected by the model, in Hz.
+AUDIOGRAM_FREQUENCIES_HZ = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
+#: dB HL that maps to 1.0 in the audiogram input.
+AUDIOGRAM_SCALE_DB = 100.0
+#: Level normalisation: ``(spl_db - SPL_CENTER_DB) / SPL_SCALE_DB``.
+SPL_CENTER_DB = 65.0
+SPL_SCALE_DB = 20.0
+
+
+class HAAQINet(nn.Module):
+    """HAAQI-Net with a pluggable front end.
+
+    Args:
+        frontend: registered front-end name (``mel``, ``beats``, ``hf``).
+        frontend_args: keyword arguments of the front end (for ``beats`` and
+            ``hf`` the path of the external weights).
+        freeze_frontend: keep the front end's weights fixed (and in eval mode).
+            ``None``: freeze front ends with external weights, train the others.
+        adapter_dim: width after the adapter (256 in the paper).
+        lstm_hidden: BLSTM hidden size per direction (100).
+        attention_dim: width of the projection before self-attention (256).
+        attention_heads: heads of the self-attention (16).
+        dropout: dropout after the projection (0.3).
+        use_spl: feed the normalised presentation level to the head.
+    """
+
+    model_name = "HAAQINet"
+
+    def __init__(self, frontend: str = "mel", frontend_args: dict | None = None,
+                 freeze_frontend: bool | None = None, adapter_dim: int = 256, lstm_hidden: int = 100,
+                 attention_dim: int = 256, attention_heads: int = 16, dropout: float = 0.3,
+                 use_spl: bool = True):
+        super().__init__()
+        frontend_args = dict(frontend_args or {})
+        self.frontend = create_frontend(frontend, **frontend_args)
+        if freeze_frontend is None:
+            freeze_frontend = bool(self.frontend.external_weights)
+        self._args = dict(frontend=frontend, frontend_args=frontend_args, freeze_frontend=bool(freeze_frontend),
+                          adapter_dim=adapter_dim, lstm_hidden=lstm_hidden, attention_dim=attention_dim,
+                          attention_heads=attention_heads, dropout=dropout, use_spl=use_spl)
+        self.freeze_frontend = bool(freeze_frontend)
+        self.use_spl = use_spl
+        n_layers, dim = self.frontend.n_layers, self.frontend.dim
+        self.layer_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_layers))
+        self.layer_weights = nn.Parameter(torch.zeros(n_layers))  # softmax -> equal weights at start
+        self.adapter = nn.Linear(dim, adapter_dim)
+        n_cond = len(AUDIOGRAM_FREQUENCIES_HZ) + (1 if use_spl else 0)
+        self.blstm = nn.LSTM(adapter_dim + n_cond, lstm_hidden, batch_first=True, bidirectional=True)
+        self.project = nn.Linear(2 * lstm_hidden, attention_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.attention = nn.MultiheadAttention(attention_dim, attention_heads, batch_first=True)
+        self.frame_score = nn.Linear(attention_dim, 1)
+        if self.freeze_frontend:
+            self.frontend.requires_grad_(False)
+            self.frontend.eval()
+
+    @property
+    def model_args(self) -> dict:
+        """Constructor arguments: ``HAAQINet(**model.model_args)`` rebuilds the network."""
+        return copy.deepcopy(self._args)
+
+    @property
+    def stores_frontend_weights(self) -> bool:
+        """False when the front end's weights live in an external file and are not trained."""
+        return not (self.frontend.external_weights and self.freeze_frontend)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_frontend:
+            self.frontend.eval()  # a frozen encoder never uses dropout
+        return self
+
+    def frame_mask(self, n_samples: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Valid frames: bool (B, n_frames), from each clip's unpadded length in samples."""
+        lengths = torch.tensor([min(self.frontend.n_frames(int(n)), n_frames) for n in n_samples])
+        return torch.arange(n_frames)[None, :] < lengths[:, None]  # (B, T)
+
+    def _check(self, waveform_16k, audiogram_db_hl, spl_db) -> None:
+        if waveform_16k.dim() != 2:
+            raise BenchError(f"waveform_16k must be (B, n_samples); got {tuple(waveform_16k.shape)}")
+        batch = waveform_16k.shape[0]
+        if tuple(audiogram_db_hl.shape) != (batch, len(AUDIOGRAM_FREQUENCIES_HZ)):
+            raise BenchError(f"audiogram_db_hl must be ({batch}, 8) dB HL at {AUDIOGRAM_FREQUENCIES_HZ} Hz; "
+                             f"got {tuple(audiogram_db_hl.shape)}")
+        if tuple(spl_db.shape) != (batch,):
+            raise BenchError(f"spl_db must be ({batch},) dB SPL; got {tuple(spl_db.shape)}")
+        if self.frontend.n_frames(waveform_16k.shape[1]) < 1:
+            raise BenchError(
+                f"clip of {waveform_16k.shape[1]} samples is too short for the {self._args['frontend']} front end"
+            )
+
+    def encode(self, waveform_16k: torch.Tensor, spl_db: torch.Tensor) -> torch.Tensor:
+        """Front end and weighted layer sum: (B, n) -> (B, T, D)."""
+        if self.frontend.wants_calibrated_input:
+            waveform_16k = calibrate_to_spl(waveform_16k, spl_db)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_frontend):
+            hidden = self.frontend(waveform_16k)  # L x (B, T, D)
+        stacked = torch.stack([norm(h) for norm, h in zip(self.layer_norms, hidden)])  # (L, B, T, D)
+        weights = F.softmax(self.layer_weights, dim=0)  # (L,)
+        return torch.einsum("l,lbtd->btd", weights, stacked)  # (B, T, D)
+
+    def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor, spl_db: torch.Tensor,
+                n_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict HAAQI.
+
+        Args:
+            waveform_16k: float tensor (B, n_samples), 16 kHz, full scale 1.0, zero-padded.
+            audiogram_db_hl: float tensor (B, 8), dB HL at :data:`AUDIOGRAM_FREQUENCIES_HZ`.
+            spl_db: float tensor (B,), RMS level of the judged signal in dB SPL.
+            n_samples: optional int tensor (B,), unpadded lengths; padded frames are
+                ignored by the BLSTM, the attention and the clip mean.
+
+        Returns:
+            clip_score: (B,) in (0, 1); frame_scores: (B, T) in (0, 1) (padded frames are 0).
+        """
+        self._check(waveform_16k, audiogram_db_hl, spl_db)
+        x = self.adapter(self.encode(waveform_16k, spl_db))  # (B, T, adapter_dim)
+        n_frames = x.shape[1]
+        cond = [audiogram_db_hl.to(x.dtype) / AUDIOGRAM_SCALE_DB]  # (B, 8)
+        if self.use_spl:
+            cond.append(((spl_db.to(x.dtype) - SPL_CENTER_DB) / SPL_SCALE_DB).unsqueeze(1))  # (B, 1)
+        cond = torch.cat(cond, dim=1).unsqueeze(1).expand(-1, n_frames, -1)  # (B, T, n_cond)
+        x = torch.cat([x, cond], dim=2)  # (B, T, adapter_dim + n_cond)
+
+        mask = None if n_samples is None else self.frame_mask(n_samples, n_frames).to(x.device)  # (B, T)
+        if mask is None or bool(mask.all()):
+            x, _ = self.blstm(x)  # (B, T, 2 * lstm_hidden)
+            mask = None
+        else:
+            lengths = mask.sum(dim=1).clamp(min=1).cpu()
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x, _ = pad_packed_sequence(self.blstm(packed)[0], batch_first=True, total_length=n_frames)
+        x = self.dropout(F.relu(self.project(x)))  # (B, T, attention_dim)
+        x, _ = self.attention(x, x, x, key_padding_mask=None if mask is None else ~mask, need_weights=False)
+        frames = torch.sigmoid(self.frame_score(x)).squeeze(2)  # (B, T, 1) -> (B, T)
+        if mask is None:
+            return frames.mean(dim=1), frames
+        frames = frames * mask
+        return frames.sum(dim=1) / mask.sum(dim=1).clamp(min=1), frames
+
+
+def haaqinet_loss(clip_pred: torch.Tensor, frame_pred: torch.Tensor, target: torch.Tensor,
+                  frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Clip MSE plus frame MSE against the clip label (the paper's loss).
+
+    Args:
+        clip_pred: (B,) predicted clip scores.
+        frame_pred: (B, T) predicted frame scores.
+        target: (B,) HAAQI labels in [0, 1].
+        frame_mask: optional bool (B, T), True for valid frames.
+
+    Returns:
+        scalar tensor.
+    """
+    clip_loss = F.mse_loss(clip_pred, target)
+    frame_err = (frame_pred - target.unsqueeze(1)).square()  # (B, T)
+    if frame_mask is None:
+        return clip_loss + frame_err.mean()
+    frame_mask = frame_mask.to(frame_err.dtype)
+    return clip_loss + (frame_err * frame_mask).sum() / frame_mask.sum().clamp(min=1)
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
