@@ -34,7 +34,7 @@ def _fail(exc: BenchError) -> None:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 @app.command()

@@ -101,7 +101,7 @@ def _provenance(table: pd.DataFrame) -> list[str]:
     finished = table["finished_at"].dropna().max() if "finished_at" in table else "?"
     audiograms = sorted(table["audiogram"].unique()) if "audiogram" in table else []
     return [
-        f"- **Corpus:** {uniq('corpus')} (manifest {uniq('corpus_manifest_hash')}), "
+        f"- **Corpus:** {uniq('corpus')} (manifest {uniq('corpus_manifest_hash')[:12]}), "
         f"{table['clip_id'].nunique()} clips",
         f"- **Listeners:** {table['listener'].nunique()} ({', '.join(map(str, audiograms))})",
         f"- **SPL:** {', '.join(f'{s:g}' for s in sorted(table['spl_db'].unique()))} dB SPL",

@@ -37,6 +37,7 @@ def plot_haaqi_vs_spl(table: pd.DataFrame, path: Path) -> Path:
         line = ax.plot(spls, means, marker="o", label=r["processor"])[0]
         if len(spls):
             ax.fill_between(spls, cis[:, 0], cis[:, 1], alpha=0.15, color=line.get_color())
+    ax.set_xticks(sorted(ok["spl_db"].unique()))
     ax.set_xlabel("presentation level (dB SPL)")
     ax.set_ylabel("mean HAAQI")
     ax.set_ylim(0, 1)
