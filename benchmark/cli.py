@@ -52,7 +52,7 @@ def run(
     workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
     param: list[str] = typer.Option([], help="Processor parameter, name.key=value (repeatable)."),
     reference: str = typer.Option("nalr", help="Reference convention: nalr (Cadenza) or clean."),
-    haaqi_backend: str = typer.Option("pyclarity", help="HAAQI implementation."),
+    haaqi_backend: str = typer.Option("fast", help="HAAQI implementation: fast or pyclarity."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
@@ -185,7 +185,7 @@ def haaqi(
     spl: float = typer.Option(65.0, help="dB SPL of the reference's RMS."),
     equalisation: int = typer.Option(2, help="1: HAAQI applies NAL-R to the reference; "
                                      "2: the reference already has it."),
-    backend: str = typer.Option("pyclarity", help="HAAQI implementation."),
+    backend: str = typer.Option("fast", help="HAAQI implementation: fast or pyclarity."),
     manifest: Optional[Path] = typer.Option(None, help="CSV of pairs: reference, processed, "
                                             "audiogram, spl_db[, equalisation]."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),

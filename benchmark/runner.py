@@ -82,7 +82,7 @@ def run_sweep(
     plan = plan_jobs(config, [c.clip_id for c in clips])
     clips_by_id = {c.clip_id: c for c in clips}
     listeners = {ls.name: ls for ls in config.listeners}
-    spec_by_id = {pid: spec for spec, pid in zip(config.processors, plan.processors)}
+    spec_by_id = dict(zip(plan.processors, config.processors))
 
     store = RunStore(Path(results_dir) / (run_id or default_run_id(config)))
     meta = {
@@ -97,11 +97,10 @@ def run_sweep(
     }
     store.prepare(meta)  # checks the folder is writable and has space, before any work
 
-    finished = store.finished_keys(retry_errors=retry_errors)
-    todo = [j for j in plan.jobs if not all(k in finished for k in j.trial_keys())]
-    n_trials = sum(len(j.ears) for j in plan.jobs)
+    todo = _unfinished(plan.jobs, store.finished_keys(retry_errors=retry_errors))
+    n_trials = sum(len(j.trial_keys()) for j in plan.jobs)
     summary = RunSummary(store.root, n_trials=n_trials,
-                         n_skipped=n_trials - sum(len(j.ears) for j in todo))
+                         n_skipped=n_trials - sum(len(j.trial_keys()) for j in todo))
     if on_start:
         on_start(n_trials - summary.n_skipped, summary.n_skipped)
 
@@ -113,7 +112,8 @@ def run_sweep(
     }
     backend_version = _backend_version(config.haaqi_backend)
     inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
-                       spec_by_id[job.processor_id], config.reference, config.haaqi_backend)
+                       tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
+                       config.haaqi_backend)
               for job in todo)
     executor = executor or make_executor(workers)
     started = time.perf_counter()
@@ -121,7 +121,7 @@ def run_sweep(
         for inp, rows in executor.run(inputs):
             for row in rows:
                 row.update(provenance, haaqi_backend_version=backend_version,
-                           processor_label=plan.processors[inp.job.processor_id].label)
+                           processor_label=plan.processors[row["processor_id"]].label)
                 if row["status"] == "ok":
                     summary.n_ok += 1
                 else:
@@ -135,6 +135,17 @@ def run_sweep(
         store.close()
         summary.table = store.write_table()
     return summary
+
+
+def _unfinished(jobs, finished: set[str]) -> list:
+    """Jobs restricted to the processors that still have unfinished trials."""
+    todo = []
+    for job in jobs:
+        pids = [p for p in job.processor_ids
+                if not all(k in finished for k in job.only([p]).trial_keys())]
+        if pids:
+            todo.append(job.only(pids))
+    return todo
 
 
 def _backend_version(name: str) -> str:

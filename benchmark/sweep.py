@@ -2,14 +2,14 @@
 
 A *trial* is one row of the results table: clip × listener × ear × SPL ×
 processor configuration. A *job* is the unit of work a worker runs: one clip
-for one listener at one SPL through one processor; it processes the stereo
-excerpt once and scores each ear, so it yields one trial per ear.
+for one listener at one SPL through every processor of the sweep; it
+processes the stereo excerpt once per processor and scores each ear against
+one shared reference, so it yields one trial per (processor, ear).
 
 Seeds are stable hashes of keys, so reruns and any executor give
 bit-identical scores:
 
-* the processor's ``rng`` is seeded from the job key (clip, listener, SPL,
-  processor id);
+* the processor's ``rng`` is seeded from (clip, listener, SPL, processor id);
 * HAAQI's threshold noise is seeded from the trial key *without* the
   processor, so every processor of a (clip, listener, ear, SPL) is scored with
   the same noise (common random numbers: differences between processors are
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from benchmark.audiogram import Listener
 from benchmark.calibration import check_spl
@@ -68,7 +68,7 @@ class SweepConfig:
     corpus: str = "builtin"
     excerpt_s: float = 10.0
     reference: str = "nalr"
-    haaqi_backend: str = "pyclarity"
+    haaqi_backend: str = "fast"
     limit_clips: int | None = None
     ears: tuple[str, ...] = EARS
 
@@ -108,28 +108,36 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work: a clip for one listener at one SPL through one processor."""
+    """One unit of work: a clip for one listener at one SPL through several processors.
+
+    The clean excerpt is loaded and calibrated once, each processor runs once
+    on the stereo signal, and every ear is scored with one HAAQI reference
+    shared by all the processors (``haaqi.score_many``).
+    """
 
     clip_id: str
     listener: str
     spl_db: float
-    processor_id: str
+    processor_ids: tuple[str, ...]
     ears: tuple[str, ...] = EARS
 
     @property
     def key(self) -> str:
-        return f"{self.clip_id}|{self.listener}|{self.spl_db:g}|{self.processor_id}"
+        return f"{self.clip_id}|{self.listener}|{self.spl_db:g}|{'+'.join(self.processor_ids)}"
 
     def trial_keys(self) -> list[str]:
-        return [trial_key(self.clip_id, self.listener, ear, self.spl_db, self.processor_id)
-                for ear in self.ears]
+        return [trial_key(self.clip_id, self.listener, ear, self.spl_db, pid)
+                for pid in self.processor_ids for ear in self.ears]
 
-    @property
-    def processor_seed(self) -> int:
-        return seed_of("processor", self.key)
+    def processor_seed(self, processor_id: str) -> int:
+        return seed_of("processor", self.clip_id, self.listener, f"{self.spl_db:g}", processor_id)
 
     def haaqi_seed(self, ear: str) -> int:
         return seed_of("haaqi", self.clip_id, self.listener, ear, f"{self.spl_db:g}")
+
+    def only(self, processor_ids) -> "Job":
+        """The same job restricted to some processors (for resuming)."""
+        return replace(self, processor_ids=tuple(p for p in self.processor_ids if p in processor_ids))
 
 
 def trial_key(clip_id: str, listener: str, ear: str, spl_db: float, processor_id: str) -> str:
@@ -155,10 +163,9 @@ def plan_jobs(config: SweepConfig, clip_ids: list[str]) -> Plan:
             raise BenchError(f"processor {spec.name!r} is listed twice with the same parameters")
         processors[proc.config_id] = proc
     jobs = [
-        Job(clip, listener.name, spl, pid, tuple(config.ears))
+        Job(clip, listener.name, spl, tuple(processors), tuple(config.ears))
         for clip in clip_ids
         for listener in config.listeners
         for spl in config.spls_db
-        for pid in processors
     ]
     return Plan(config, processors, jobs)

@@ -2,8 +2,9 @@
 
 :func:`run_job` is pure given its inputs: the same :class:`JobInput` gives
 bit-identical rows (apart from timing columns) in any process. A failure in
-any stage becomes a row per ear with ``status="error"``, the stage and the
-message, and no score. Nothing here writes files.
+any stage becomes one row per affected (processor, ear) with
+``status="error"``, the stage and the message, and no score; the other
+processors of the job are still scored. Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from benchmark.audiogram import Audiogram, Listener
-from benchmark.calibration import calibrate
-from benchmark.sweep import REFERENCE_CONVENTIONS, Job, ProcessorSpec, trial_key
+from benchmark.calibration import Calibration, calibrate
+from benchmark.sweep import EARS, REFERENCE_CONVENTIONS, Job, ProcessorSpec, trial_key
 
 #: HAAQI score columns, in table order.
 SCORE_COLUMNS = ("haaqi", "haaqi_nonlinear", "haaqi_linear", "cep_high", "bm_sync5", "d_loud",
@@ -28,24 +28,27 @@ SCORE_COLUMNS = ("haaqi", "haaqi_nonlinear", "haaqi_linear", "cep_high", "bm_syn
 
 @dataclass(frozen=True)
 class JobInput:
-    """Everything a worker needs for one job; picklable."""
+    """Everything a worker needs for one job; picklable.
+
+    ``processors[i]`` is the spec of ``job.processor_ids[i]``.
+    """
 
     job: Job
     clip: object  # benchmark.corpus.Clip
     listener: Listener
-    processor: ProcessorSpec
+    processors: tuple[ProcessorSpec, ...]
     reference: str
     haaqi_backend: str
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def _excerpt(clip):
     from benchmark.corpus import load_excerpt
 
     return load_excerpt(clip)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def _processor(spec: ProcessorSpec):
     return spec.create()
 
@@ -60,7 +63,6 @@ def reference_signal(clean: np.ndarray, *, ear_audiogram: Audiogram, sample_rate
     """
     if reference == "clean":
         return clean
-    from benchmark.calibration import Calibration
     from processors.base import Presentation
 
     presentation = Presentation(sample_rate_hz, Listener("ref", ear_audiogram, ear_audiogram),
@@ -69,11 +71,12 @@ def reference_signal(clean: np.ndarray, *, ear_audiogram: Audiogram, sample_rate
     return nalr.process(clean[None, :], presentation, rng=np.random.default_rng(0))[0]
 
 
-def _base_row(inp: JobInput, ear: str) -> dict:
+def _row(inp: JobInput, processor_id: str, ear: str) -> dict:
     job = inp.job
     audiogram = inp.listener.ear(ear)
+    spec = inp.processors[job.processor_ids.index(processor_id)]
     return {
-        "trial_key": trial_key(job.clip_id, job.listener, ear, job.spl_db, job.processor_id),
+        "trial_key": trial_key(job.clip_id, job.listener, ear, job.spl_db, processor_id),
         "clip_id": job.clip_id,
         "instrumentation": getattr(inp.clip, "instrumentation", "unknown"),
         "listener": job.listener,
@@ -82,81 +85,120 @@ def _base_row(inp: JobInput, ear: str) -> dict:
         "pta_db_hl": audiogram.pta_db_hl,
         "severity": audiogram.severity,
         "spl_db": job.spl_db,
-        "processor_id": job.processor_id,
-        "processor": inp.processor.name,
+        "processor_id": processor_id,
+        "processor": spec.name,
         "reference": inp.reference,
         "equalisation": REFERENCE_CONVENTIONS[inp.reference][1],
         "haaqi_backend": inp.haaqi_backend,
-        "seed_processor": job.processor_seed,
+        "seed_processor": job.processor_seed(processor_id),
         "seed_haaqi": job.haaqi_seed(ear),
         "worker_pid": os.getpid(),
     }
 
 
+def _fail(row: dict, stage: str, exc: BaseException, started: float) -> dict:
+    row.update(status="error", error_stage=stage, error=f"{type(exc).__name__}: {exc}",
+               seconds=time.perf_counter() - started, finished_at=_now())
+    return row
+
+
 def error_rows(inp: JobInput, stage: str, exc: BaseException, started: float) -> list[dict]:
-    message = f"{type(exc).__name__}: {exc}"
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    rows = []
-    for ear in inp.job.ears:
-        row = _base_row(inp, ear)
-        row.update(status="error", error_stage=stage, error=message or detail,
-                   seconds=time.perf_counter() - started, finished_at=_now())
-        rows.append(row)
-    return rows
+    """Error rows for every trial of a job (a failure before any processor ran)."""
+    return [_fail(_row(inp, pid, ear), stage, exc, started)
+            for pid in inp.job.processor_ids for ear in inp.job.ears]
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_job(inp: JobInput) -> list[dict]:
-    """Process one clip and score every ear; never raises for a bad processor or signal."""
+def _process_all(inp: JobInput, x: np.ndarray, presentation) -> dict:
+    """processor id -> (output float32 (n_ch, n), seconds) or the exception it raised."""
+    from processors.base import check_output
+
+    outputs = {}
+    for pid, spec in zip(inp.job.processor_ids, inp.processors):
+        t0 = time.perf_counter()
+        try:
+            processor = _processor(spec)
+            rng = np.random.default_rng(inp.job.processor_seed(pid))
+            out = check_output(processor.process(x.copy(), presentation, rng=rng), x)
+            outputs[pid] = (out, time.perf_counter() - t0)
+        except Exception as exc:  # a failure is a row, never a score
+            outputs[pid] = exc
+    return outputs
+
+
+def _score_ear(inp: JobInput, ref: np.ndarray, outs: dict, ch: int, rate: int,
+               calibration: Calibration, ear: str) -> dict:
+    """processor id -> HaaqiScore or exception, for the processors that produced output."""
     from benchmark import haaqi
-    from processors.base import Presentation, check_output, check_signal
+
+    audiogram = inp.listener.ear(ear)
+    kwargs = dict(sample_rate_hz=rate, audiogram=audiogram,
+                  level1_db_spl=calibration.level1_db_spl,
+                  equalisation=REFERENCE_CONVENTIONS[inp.reference][1],
+                  seed=inp.job.haaqi_seed(ear), backend=inp.haaqi_backend)
+    pids = list(outs)
+    try:
+        results = haaqi.score_many(ref, [outs[p][0][ch] for p in pids], **kwargs)
+        return dict(zip(pids, results))
+    except Exception:  # isolate the failing pair(s); same seed, so same scores
+        scored = {}
+        for p in pids:
+            try:
+                scored[p] = haaqi.score(ref, outs[p][0][ch], **kwargs)
+            except Exception as exc:
+                scored[p] = exc
+        return scored
+
+
+def run_job(inp: JobInput) -> list[dict]:
+    """Process one clip through every processor of the job and score every ear."""
+    from processors.base import Presentation, check_signal
 
     started = time.perf_counter()
     job = inp.job
-    stage = "load"
     try:
         clean, rate = _excerpt(inp.clip)
         check_signal(clean, what=f"clip {job.clip_id}")
         calibration = calibrate(clean, job.spl_db)
-        stage = "process"
-        processor = _processor(inp.processor)
-        presentation = Presentation(rate, inp.listener, calibration, tuple(job.ears))
-        x = clean[[("left", "right").index(e) for e in job.ears]] if len(job.ears) != 2 else clean
-        t0 = time.perf_counter()
-        out = processor.process(x.copy(), presentation, rng=np.random.default_rng(job.processor_seed))
-        out = check_output(out, x)
-        process_s = time.perf_counter() - t0
-    except Exception as exc:  # a failure is a row, never a score
-        return error_rows(inp, stage, exc, started)
+    except Exception as exc:
+        return error_rows(inp, "load", exc, started)
+    channels = [EARS.index(e) for e in job.ears]
+    x = clean[channels] if channels != [0, 1] else clean
+    presentation = Presentation(rate, inp.listener, calibration, tuple(job.ears))
+    processed = _process_all(inp, x, presentation)
+    ok_outputs = {p: v for p, v in processed.items() if not isinstance(v, Exception)}
 
-    rows = []
+    rows = {}
     for ch, ear in enumerate(job.ears):
-        row = _base_row(inp, ear)
+        t0 = time.perf_counter()
         try:
-            audiogram = inp.listener.ear(ear)
-            ref = reference_signal(x[ch], ear_audiogram=audiogram, sample_rate_hz=rate,
+            ref = reference_signal(x[ch], ear_audiogram=inp.listener.ear(ear), sample_rate_hz=rate,
                                    reference=inp.reference)
-            t0 = time.perf_counter()
-            result = haaqi.score(ref, out[ch], sample_rate_hz=rate, audiogram=audiogram,
-                                 level1_db_spl=calibration.level1_db_spl,
-                                 equalisation=row["equalisation"], seed=row["seed_haaqi"],
-                                 backend=inp.haaqi_backend)
-            values = result.as_dict()
-            row.update({
-                "haaqi": values["haaqi"], "haaqi_nonlinear": values["nonlinear"],
-                "haaqi_linear": values["linear"], "cep_high": values["cep_high"],
-                "bm_sync5": values["bm_sync5"], "d_loud": values["d_loud"],
-                "d_norm": values["d_norm"],
-                "status": "ok", "error_stage": "", "error": "",
-                "level1_db_spl": calibration.level1_db_spl,
-                "output_db_spl": calibration.db_spl(out[ch]),
-                "process_s": process_s, "haaqi_s": time.perf_counter() - t0,
-            })
+            scores = _score_ear(inp, ref, ok_outputs, ch, rate, calibration, ear) if ok_outputs else {}
         except Exception as exc:
-            row.update(status="error", error_stage="haaqi", error=f"{type(exc).__name__}: {exc}")
-        row.update(seconds=time.perf_counter() - started, finished_at=_now())
-        rows.append(row)
-    return rows
+            scores = {p: exc for p in ok_outputs}
+        haaqi_s = (time.perf_counter() - t0) / max(1, len(ok_outputs))
+        for pid in job.processor_ids:
+            row = _row(inp, pid, ear)
+            if isinstance(processed[pid], Exception):
+                rows[(pid, ear)] = _fail(row, "process", processed[pid], started)
+            elif isinstance(scores.get(pid), Exception):
+                rows[(pid, ear)] = _fail(row, "haaqi", scores[pid], started)
+            else:
+                out, process_s = processed[pid]
+                values = scores[pid].as_dict()
+                row.update({
+                    "haaqi": values["haaqi"], "haaqi_nonlinear": values["nonlinear"],
+                    "haaqi_linear": values["linear"], "cep_high": values["cep_high"],
+                    "bm_sync5": values["bm_sync5"], "d_loud": values["d_loud"],
+                    "d_norm": values["d_norm"], "status": "ok", "error_stage": "", "error": "",
+                    "level1_db_spl": calibration.level1_db_spl,
+                    "output_db_spl": calibration.db_spl(out[ch]),
+                    "process_s": process_s, "haaqi_s": haaqi_s,
+                    "seconds": time.perf_counter() - started, "finished_at": _now(),
+                })
+                rows[(pid, ear)] = row
+    return [rows[(pid, ear)] for pid in job.processor_ids for ear in job.ears]

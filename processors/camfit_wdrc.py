@@ -2,7 +2,8 @@
 
 Signal path, per ear: pyclarity's ``MultibandCompressor`` (4th-order
 Linkwitz-Riley crossovers with all-pass phase matching, one feed-forward
-compressor per band, bands summed). Nothing is clipped (CAD2: ``soft_clip:
+compressor per band, bands summed), run by its numba reimplementation
+:func:`processors.compressors.multiband_compress`. Nothing is clipped (CAD2: ``soft_clip:
 False``). The crossovers are IIR filters, so the output is delayed by a
 frequency-dependent group delay, not compensated (HAAQI aligns).
 
@@ -49,6 +50,7 @@ import numpy as np
 from benchmark.audiogram import Audiogram
 from benchmark.errors import BenchError
 from processors.base import Presentation, Processor
+from processors.compressors import multiband_compress
 from processors.dsp import (
     channel_audiograms,
     check_below_nyquist,
@@ -196,26 +198,23 @@ class CamfitWDRC(Processor):
 
     def process(self, signal: np.ndarray, presentation: Presentation, *,
                 rng: np.random.Generator) -> np.ndarray:
-        from clarity.enhancer.multiband_compressor import MultibandCompressor
-
         audiograms = channel_audiograms(signal, presentation)
         rate = float(presentation.sample_rate_hz)
         check_below_nyquist(self.crossover_frequencies_hz, rate, what="crossover frequencies")
         x = np.asarray(signal, dtype=np.float64)
         threshold_dbfs = self.threshold_db_spl - presentation.calibration.level1_db_spl
-        mbc = MultibandCompressor(crossover_frequencies=list(self.crossover_frequencies_hz),
-                                  sample_rate=rate)
         out = np.empty_like(x)
         for i, audiogram in enumerate(audiograms):
             makeup_db, ratios = self.band_settings(audiogram)
-            mbc.set_compressors(
-                attack=list(self.attack_ms),
-                release=list(self.release_ms),
-                threshold=float(threshold_dbfs),
-                ratio=[float(r) for r in ratios],
-                makeup_gain=[float(g) for g in makeup_db],
-                knee_width=float(self.knee_width_db),
+            out[i] = multiband_compress(
+                x[i],
+                sample_rate_hz=rate,
+                crossover_frequencies_hz=self.crossover_frequencies_hz,
+                attack_ms=self.attack_ms,
+                release_ms=self.release_ms,
+                threshold_db=float(threshold_dbfs),
+                ratio=ratios,
+                makeup_gain_db=makeup_db,
+                knee_width_db=self.knee_width_db,
             )
-            # pyclarity's compressor writes into its input: give it a private copy
-            out[i] = mbc(x[i:i + 1].copy())[0]
         return out.astype(np.float32)

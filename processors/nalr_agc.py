@@ -3,7 +3,8 @@
 Chain, per ear:
 
 1. NAL-R (:mod:`processors.nalr`), delay ``nfir_taps / 2`` samples, not compensated.
-2. pyclarity's ``clarity.enhancer.compressor.Compressor`` with the CAD1 task-1
+2. pyclarity's AGC (``clarity.enhancer.compressor.Compressor``, run by its
+   numba reimplementation :func:`processors.compressors.agc`) with the CAD1 task-1
    settings (``recipes/cad1/task1/baseline/config.yaml``): threshold 0.35,
    attenuation 0.1, attack 50 ms, release 1000 ms, RMS window 0.064 s.
 3. ``tanh`` soft clip (CAD1 task 1, ``soft_clip: True``).
@@ -41,6 +42,7 @@ import numpy as np
 
 from benchmark.errors import BenchError
 from processors.base import Presentation, Processor
+from processors.compressors import agc
 from processors.dsp import check_finite_in, db_to_gain, soft_clip
 from processors.nalr import apply_nalr, check_nfir_taps
 
@@ -94,22 +96,20 @@ class NALRAGC(Processor):
 
     def process(self, signal: np.ndarray, presentation: Presentation, *,
                 rng: np.random.Generator) -> np.ndarray:
-        from clarity.enhancer.compressor import Compressor
-
         aided = apply_nalr(signal, presentation, self.nfir_taps)
         # digital -> device scale (RMS 1.0 == full_scale_db_spl) and back
         to_device = float(db_to_gain(presentation.calibration.level1_db_spl
                                      - self.full_scale_db_spl))
         out = np.empty_like(aided)
         for i, channel in enumerate(aided):
-            agc = Compressor(
-                fs=float(presentation.sample_rate_hz),
-                attack=self.agc_attack_ms,
-                release=self.agc_release_ms,
+            y = agc(
+                channel * to_device,
+                sample_rate_hz=float(presentation.sample_rate_hz),
                 threshold=self.agc_threshold_rms,
                 attenuation=self.agc_attenuation,
-                rms_buffer_size=self.agc_window_ms / 1000.0,
+                attack_ms=self.agc_attack_ms,
+                release_ms=self.agc_release_ms,
+                rms_window_s=self.agc_window_ms / 1000.0,
             )
-            y, _, _ = agc.process(channel * to_device)
             out[i] = (soft_clip(y) if self.soft_clip else y) / to_device
         return out.astype(np.float32)

@@ -8,7 +8,12 @@ otherwise round 44.1 kHz to 44 kHz), then handed to the backend.
 Backends:
 
 * ``pyclarity``: ``clarity.evaluator.haaqi.haaqi_v1`` (the reference implementation).
-* ``fast``: the project's vectorised implementation (:mod:`benchmark.haaqi.fast`), if present.
+* ``fast`` (default): the project's vectorised implementation
+  (:mod:`benchmark.haaqi.fast`), conformant with pyclarity and much faster.
+
+:func:`score_many` scores many processed signals against one reference; the
+``fast`` backend computes the reference side of the ear model once. Each
+result equals what :func:`score` gives for that pair with the same seed.
 
 Randomness: HAAQI adds threshold noise. Each call is seeded with ``seed``;
 for the pyclarity backend this means ``np.random.seed(seed)`` right before
@@ -38,7 +43,7 @@ BACKENDS = {
     "pyclarity": "benchmark.haaqi.pyclarity_backend",
     "fast": "benchmark.haaqi.fast",
 }
-DEFAULT_BACKEND = "pyclarity"
+DEFAULT_BACKEND = "fast"
 
 
 @dataclass(frozen=True)
@@ -160,3 +165,39 @@ def score(
     if not math.isfinite(result.haaqi):
         raise AudioError(f"HAAQI ({backend}) returned a non-finite score")
     return result
+
+
+def score_many(
+    reference: np.ndarray,
+    processed_list: list[np.ndarray],
+    *,
+    sample_rate_hz: int,
+    audiogram: Audiogram,
+    level1_db_spl: float,
+    equalisation: int = 2,
+    seed: int = 0,
+    backend: str = DEFAULT_BACKEND,
+) -> list[HaaqiScore]:
+    """HAAQI of many processed signals against one reference (one ear, one seed).
+
+    Arguments as :func:`score`; ``processed_list`` holds 1-D arrays of the
+    reference's length. Result ``i`` equals ``score(reference, processed_list[i], ...)``.
+    """
+    if equalisation not in (1, 2):
+        raise BenchError(f"equalisation must be 1 or 2, got {equalisation!r}")
+    if not processed_list:
+        return []
+    pairs = [check_pair(reference, p) for p in processed_list]
+    ref24 = resample(pairs[0][0], sample_rate_hz)
+    procs24 = [resample(p, sample_rate_hz) for _, p in pairs]
+    module = backend_module(check_backend(backend))
+    kwargs = dict(sample_rate_hz=HAAQI_RATE_HZ, levels_db_hl=haaqi_levels_db_hl(audiogram),
+                  level1_db_spl=float(level1_db_spl), equalisation=int(equalisation), seed=int(seed))
+    if hasattr(module, "score_many"):
+        results = module.score_many(reference=ref24, processed_list=procs24, **kwargs)
+    else:
+        results = [module.haaqi(reference=ref24, processed=p, **kwargs) for p in procs24]
+    for r in results:
+        if not math.isfinite(r.haaqi):
+            raise AudioError(f"HAAQI ({backend}) returned a non-finite score")
+    return list(results)

@@ -1,0 +1,232 @@
+"""Threshold noise with the exact draws of numpy's legacy ``RandomState``.
+
+pyclarity adds Gaussian noise to the basilar-membrane signals with
+``np.random.standard_normal`` from numpy's global state. The fast HAAQI draws
+the same numbers from an explicit state instead: :class:`GaussStream` starts
+from ``np.random.RandomState(seed).get_state()`` and then runs the same two
+algorithms numpy's legacy generator runs, in numba:
+
+* MT19937 words, two per double (53 bits: ``(a >> 5) * 2**26 + (b >> 6)``);
+* the polar (Marsaglia) method, which returns ``f * x2`` and keeps ``f * x1``
+  for the next call.
+
+So ``GaussStream(seed).fill(out)`` equals ``np.random.seed(seed);
+np.random.standard_normal(out.size)``, and successive calls continue the
+stream as successive numpy calls would. :meth:`GaussStream.skip` advances the
+stream without computing the values (no log or sqrt), which lets two streams
+read the reference block and the processed block of the same draw sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_N = 624
+_M = 397
+
+
+@njit(cache=True)
+def _reload(key):
+    """Twist the 624-word MT19937 state in place (``key`` holds uint32 values)."""
+    for i in range(_N - _M):
+        y = (key[i] & 0x80000000) | (key[i + 1] & 0x7FFFFFFF)
+        key[i] = key[i + _M] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+    for i in range(_N - _M, _N - 1):
+        y = (key[i] & 0x80000000) | (key[i + 1] & 0x7FFFFFFF)
+        key[i] = key[i + _M - _N] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+    y = (key[_N - 1] & 0x80000000) | (key[0] & 0x7FFFFFFF)
+    key[_N - 1] = key[_M - 1] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+
+
+@njit(cache=True, inline="always")
+def _word(key, pos):
+    """The tempered word at ``pos`` (twisting first when the block is used up)."""
+    if pos >= _N:
+        _reload(key)
+        pos = 0
+    y = key[pos]
+    y ^= y >> 11
+    y ^= (y << 7) & 0x9D2C5680
+    y ^= (y << 15) & 0xEFC60000
+    return y ^ (y >> 18), pos + 1
+
+
+@njit(cache=True, inline="always")
+def _uniform_pair(key, pos):
+    """Two doubles in [0, 1) from four words; returns (u1, u2, new position)."""
+    a1, pos = _word(key, pos)
+    b1, pos = _word(key, pos)
+    a2, pos = _word(key, pos)
+    b2, pos = _word(key, pos)
+    u1 = ((a1 >> 5) * 67108864.0 + (b1 >> 6)) / 9007199254740992.0
+    u2 = ((a2 >> 5) * 67108864.0 + (b2 >> 6)) / 9007199254740992.0
+    return u1, u2, pos
+
+
+@njit(cache=True)
+def _run_generic(key, istate, fstate, out, count, compute):
+    """Draw ``count`` standard normals (numpy's legacy polar method).
+
+    Writes them to ``out`` when ``compute`` is true; otherwise only advances
+    the state (the rejection test needs no log or sqrt). ``istate = [position,
+    has_cached]``, ``fstate = [cached value]``.
+    """
+    pos = istate[0]
+    has = istate[1]
+    cached = fstate[0]
+    i = 0
+    if count > 0 and has:
+        if compute:
+            out[0] = cached
+        has = 0
+        i = 1
+    while i < count:
+        while True:
+            u1, u2, pos = _uniform_pair(key, pos)
+            x1 = 2.0 * u1 - 1.0
+            x2 = 2.0 * u2 - 1.0
+            r2 = x1 * x1 + x2 * x2
+            if r2 < 1.0 and r2 != 0.0:
+                break
+        if compute or i + 1 == count:
+            f = math.sqrt(-2.0 * math.log(r2) / r2)
+            if compute:
+                out[i] = f * x2
+            if i + 1 < count:
+                if compute:
+                    out[i + 1] = f * x1
+            else:
+                cached = f * x1
+                has = 1
+        i += 2
+    istate[0] = pos
+    istate[1] = has
+    fstate[0] = cached
+
+
+@njit(cache=True)
+def _run_blocks(key, istate, fstate, out, count, compute):
+    """As :func:`_run_generic` for a word position that is a multiple of 4, a block at a time.
+
+    Each 624-word block is tempered and turned into 156 candidate pairs in
+    vectorisable loops; only the acceptance scan and the log/sqrt are scalar.
+    """
+    pos = istate[0]
+    has = istate[1]
+    cached = fstate[0]
+    i = 0
+    if count > 0 and has:
+        if compute:
+            out[0] = cached
+        has = 0
+        i = 1
+    words = np.empty(_N, dtype=np.uint64)
+    x1s = np.empty(_N // 4)
+    x2s = np.empty(_N // 4)
+    r2s = np.empty(_N // 4)
+    acc = np.empty(_N // 4, dtype=np.int64)
+    while i < count:
+        if pos >= _N:
+            _reload(key)
+            pos = 0
+        for j in range(_N):
+            y = key[j]
+            y ^= y >> 11
+            y ^= (y << 7) & 0x9D2C5680
+            y ^= (y << 15) & 0xEFC60000
+            words[j] = y ^ (y >> 18)
+        q0 = pos // 4
+        for q in range(q0, _N // 4):
+            w = 4 * q
+            # words < 2**32: signed conversions are exact and fast
+            a1 = np.int64(words[w] >> 5)
+            b1 = np.int64(words[w + 1] >> 6)
+            a2 = np.int64(words[w + 2] >> 5)
+            b2 = np.int64(words[w + 3] >> 6)
+            x1 = 2.0 * ((a1 * 67108864.0 + b1) / 9007199254740992.0) - 1.0
+            x2 = 2.0 * ((a2 * 67108864.0 + b2) / 9007199254740992.0) - 1.0
+            x1s[q] = x1
+            x2s[q] = x2
+            r2s[q] = x1 * x1 + x2 * x2
+        if not compute:
+            # skipping: whole blocks are only counted (vectorisable), unless the end is near
+            n_block = 0
+            for q in range(q0, _N // 4):
+                n_block += (r2s[q] < 1.0) & (r2s[q] != 0.0)
+            if i + 2 * n_block < count:
+                i += 2 * n_block
+                pos = _N
+                continue
+        # accepted pairs of this block, in order, up to the number still needed
+        n_acc = 0
+        stop = _N // 4
+        for q in range(q0, _N // 4):
+            r2 = r2s[q]
+            if r2 < 1.0 and r2 != 0.0:
+                acc[n_acc] = q
+                n_acc += 1
+                if i + 2 * n_acc >= count:
+                    stop = q + 1
+                    break
+        pos = 4 * stop
+        if compute:
+            for t in range(n_acc):
+                q = acc[t]
+                f = math.sqrt(-2.0 * math.log(r2s[q]) / r2s[q])
+                k = i + 2 * t
+                out[k] = f * x2s[q]
+                if k + 1 < count:
+                    out[k + 1] = f * x1s[q]
+        i += 2 * n_acc
+        if i > count:   # odd count: the last pair's second value is kept for the next call
+            q = acc[n_acc - 1]
+            cached = math.sqrt(-2.0 * math.log(r2s[q]) / r2s[q]) * x1s[q]
+            has = 1
+    istate[0] = pos
+    istate[1] = has
+    fstate[0] = cached
+
+
+def _run(key, istate, fstate, out, count, compute):
+    if istate[0] % 4 == 0:
+        _run_blocks(key, istate, fstate, out, count, compute)
+    else:
+        _run_generic(key, istate, fstate, out, count, compute)
+
+
+class GaussStream:
+    """A standard-normal stream equal to numpy's legacy global stream after ``np.random.seed(seed)``.
+
+    Attributes:
+        key: uint64 array, shape (624,), the MT19937 words (32-bit values).
+        istate: int64 array, shape (2,), [position, has_cached].
+        fstate: float64 array, shape (1,), the cached draw.
+    """
+
+    def __init__(self, seed: int | np.random.RandomState):
+        """Start at ``np.random.seed(seed)`` or, given a RandomState, at its current state (not advanced)."""
+        rs = seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed % 2**32)
+        _, key, pos, has_gauss, cached = rs.get_state()
+        self.key = key.astype(np.uint64)
+        self.istate = np.array([pos, has_gauss], dtype=np.int64)
+        self.fstate = np.array([cached], dtype=np.float64)
+
+    def copy(self) -> "GaussStream":
+        other = object.__new__(GaussStream)
+        other.key = self.key.copy()
+        other.istate = self.istate.copy()
+        other.fstate = self.fstate.copy()
+        return other
+
+    def fill(self, out: np.ndarray) -> np.ndarray:
+        """Overwrite the float64 array ``out`` (any shape, C order) with the next draws."""
+        flat = out.reshape(-1)
+        _run(self.key, self.istate, self.fstate, flat, flat.size, True)
+        return out
+
+    def skip(self, count: int) -> None:
+        """Advance by ``count`` draws."""
+        _run(self.key, self.istate, self.fstate, np.empty(0), int(count), False)

@@ -1,0 +1,211 @@
+"""Speed and memory of the fast HAAQI against pyclarity, in one process, one thread.
+
+Usage::
+
+    python -m benchmark.perf.haaqi_speed [--lengths 5,10,30] [--repeats 3] [--batch 8] [--memory]
+
+For each length it scores the same 44.1-kHz music-like clip (one ear,
+moderate loss, reference at 65 dB SPL, equalisation 1, raw signals given to
+both implementations) and prints the median time of each implementation and
+their ratio, for single calls and for a batch (``score_many`` of one
+reference against N processed signals, against N pyclarity calls). It also
+measures the first-call cost in fresh subprocesses (numba cache present, and
+cold with an empty cache) and, with ``--memory``, the peak RSS of one 60-s
+call of each implementation in its own subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+RATE_HZ = 44100
+LEVELS_DB_HL = np.array([20.0, 20.0, 25.0, 35.0, 45.0, 50.0])   # pyclarity's "moderate" at 6 freqs
+SPL_DB = 65.0
+
+
+def music(duration_s: float, rate: int = RATE_HZ, seed: int = 0) -> np.ndarray:
+    """Harmonic notes with envelopes over a bass line, peak 0.2."""
+    rng = np.random.RandomState(seed)
+    n = int(duration_s * rate)
+    t = np.arange(n) / rate
+    out = 0.3 * np.sin(2 * np.pi * 55 * t)
+    for k in range(int(np.ceil(duration_s / 0.125))):
+        start = k * 0.125
+        lo, hi = int(start * rate), min(n, int((start + 0.25) * rate))
+        tt = t[lo:hi] - start
+        f0 = 196.0 * 2 ** (rng.randint(0, 19) / 12)
+        env = (1 - np.exp(-tt * 200)) * np.exp(-tt * 8)
+        for h in range(1, 9):
+            out[lo:hi] += env * np.sin(2 * np.pi * f0 * h * tt + rng.rand() * 6.28) * 0.7 ** h
+    return 0.2 * out / np.abs(out).max()
+
+
+def processed_versions(reference: np.ndarray, count: int) -> list[np.ndarray]:
+    """Noisy, clipped and attenuated versions of the reference."""
+    rng = np.random.RandomState(1)
+    rms = np.sqrt(np.mean(reference ** 2))
+    out = []
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:
+            out.append(reference + rng.randn(reference.size) * rms * 10 ** (-(5 + 5 * i) / 20))
+        elif kind == 1:
+            c = (0.2 + 0.1 * i) * np.abs(reference).max()
+            out.append(np.clip(reference, -c, c))
+        else:
+            out.append(reference * 10 ** (-(i % 7) / 20))
+    return out
+
+
+def _kwargs(reference: np.ndarray) -> dict:
+    level1 = SPL_DB - 20 * np.log10(np.sqrt(np.mean(reference ** 2)))
+    return dict(sample_rate_hz=RATE_HZ, levels_db_hl=LEVELS_DB_HL, level1_db_spl=level1,
+                equalisation=1, seed=0)
+
+
+def run_pyclarity(reference, processed, kw):
+    from benchmark.haaqi import pyclarity_backend
+
+    return pyclarity_backend.haaqi(reference=reference, processed=processed, **kw)
+
+
+def run_fast(reference, processed, kw):
+    from benchmark.haaqi import fast
+
+    return fast.haaqi(reference=reference, processed=processed, **kw)
+
+
+def _median_time(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def time_length(length_s: float, repeats: int, batch: int, batch_repeats: int) -> dict:
+    from benchmark.haaqi import fast
+
+    reference = music(length_s)
+    procs = processed_versions(reference, max(batch, 1))
+    kw = _kwargs(reference)
+    t_py, s_py = _median_time(lambda: run_pyclarity(reference, procs[0], kw), repeats)
+    t_fast, s_fast = _median_time(lambda: run_fast(reference, procs[0], kw), repeats)
+    row = {"length_s": length_s, "pyclarity_s": t_py, "fast_s": t_fast, "ratio": t_py / t_fast,
+           "haaqi_pyclarity": s_py.haaqi, "haaqi_fast": s_fast.haaqi}
+    if batch > 1:
+        t_py_b, _ = _median_time(lambda: [run_pyclarity(reference, p, kw) for p in procs], batch_repeats)
+        t_fast_b, many = _median_time(
+            lambda: fast.score_many(reference=reference, processed_list=procs, **kw), repeats)
+        row.update(batch=batch, pyclarity_batch_s=t_py_b, fast_batch_s=t_fast_b,
+                   batch_ratio=t_py_b / t_fast_b)
+    return row
+
+
+_FIRST_CALL = """
+import os, time
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[v] = "1"
+t0 = time.perf_counter()
+import numpy as np
+from benchmark.perf import haaqi_speed as hs
+ref = hs.music(1.0); proc = hs.processed_versions(ref, 1)[0]; kw = hs._kwargs(ref)
+fn = hs.run_{impl}
+t1 = time.perf_counter(); fn(ref, proc, kw); t2 = time.perf_counter(); fn(ref, proc, kw); t3 = time.perf_counter()
+print(__import__("json").dumps({{"import_s": t1 - t0, "first_s": t2 - t1, "second_s": t3 - t2}}))
+"""
+
+_PEAK = """
+import os, resource, json
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[v] = "1"
+from benchmark.perf import haaqi_speed as hs
+ref = hs.music({length}); proc = hs.processed_versions(ref, 1)[0]; kw = hs._kwargs(ref)
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+hs.run_{impl}(ref, proc, kw)
+print(json.dumps({{"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "before_call_mib": base / 1024, "vmhwm_mib": hwm()}}))
+"""
+
+
+def _subprocess(code: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}, cwd=os.getcwd())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def first_call_costs() -> dict:
+    """First-call cost of each implementation in fresh processes (1-s clip)."""
+    res = {impl: _subprocess(_FIRST_CALL.format(impl=impl)) for impl in ("pyclarity", "fast")}
+    with tempfile.TemporaryDirectory() as cache:
+        res["fast_cold_cache"] = _subprocess(_FIRST_CALL.format(impl="fast"), {"NUMBA_CACHE_DIR": cache})
+    return res
+
+
+def peak_memory(length_s: float) -> dict:
+    return {impl: _subprocess(_PEAK.format(impl=impl, length=length_s)) for impl in ("pyclarity", "fast")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="5,10,30", help="clip lengths in seconds, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--batch", type=int, default=8, help="processed signals per reference (0: skip)")
+    parser.add_argument("--batch-repeats", type=int, default=1, help="runs of the N pyclarity calls")
+    parser.add_argument("--memory", action="store_true", help="peak RSS of a 60-s call of each")
+    parser.add_argument("--memory-length", type=float, default=60.0)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    # subprocess measurements first: a child's ru_maxrss starts at the parent's RSS
+    results = {"rows": []}
+    if args.memory:
+        results["memory"] = peak_memory(args.memory_length)
+    results["first_call"] = first_call_costs()
+
+    # warm both implementations (imports, numba cache load) before timing
+    warm = music(0.5)
+    run_pyclarity(warm, warm, _kwargs(warm))
+    run_fast(warm, warm, _kwargs(warm))
+
+    print(f"{'length':>7} {'pyclarity':>10} {'fast':>8} {'ratio':>7} | {'N':>2} {'pyc N calls':>12} "
+          f"{'score_many':>11} {'ratio':>7} | HAAQI pyc / fast")
+    for length in (float(v) for v in args.lengths.split(",")):
+        row = time_length(length, args.repeats, args.batch, args.batch_repeats)
+        results["rows"].append(row)
+        batch = (f"{row['batch']:>2} {row['pyclarity_batch_s']:>11.2f}s {row['fast_batch_s']:>10.3f}s "
+                 f"{row['batch_ratio']:>6.1f}x" if "batch" in row else " " * 37)
+        print(f"{length:>6g}s {row['pyclarity_s']:>9.2f}s {row['fast_s']:>7.3f}s {row['ratio']:>6.1f}x | "
+              f"{batch} | {row['haaqi_pyclarity']:.9f} / {row['haaqi_fast']:.9f}", flush=True)
+
+    for impl, r in results["first_call"].items():
+        print(f"first call, fresh process, {impl:<16}: import {r['import_s']:.2f}s, first 1-s call "
+              f"{r['first_s']:.2f}s, second {r['second_s']:.3f}s (warm-up {r['first_s'] - r['second_s']:.2f}s)")
+    if args.memory:
+        for impl, r in results["memory"].items():
+            print(f"peak RSS, {args.memory_length:g}-s call, {impl:<9}: ru_maxrss {r['peak_mib']:.0f} MiB, "
+                  f"VmHWM {r['vmhwm_mib']:.0f} MiB (before the call {r['before_call_mib']:.0f} MiB)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
