@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 
-BACKEND = os.environ.get("HAAQI_BENCH_TEST_BACKEND", "pyclarity")
+BACKEND = os.environ.get("HAAQI_BENCH_TEST_BACKEND", "fast")
 
 
 def _run(*args):
@@ -155,3 +155,24 @@ def test_resume_after_sigkill_gives_one_row_per_trial(tmp_path, audio_folder):
     assert (table["status"] == "ok").all()
     keys = [json.loads(line)["trial_key"] for line in journal.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 48, "resume must not redo finished trials"
+
+
+def test_grouped_scoring_equals_one_processor_at_a_time(tmp_path, audio_folder):
+    """score_many over processors gives the same rows as separate single-processor runs."""
+    common = ["--spl", "65", "--audiograms", "N3", "--corpus", str(audio_folder), "--limit", "1",
+              "--excerpt-s", "1", "--workers", "0", "--haaqi-backend", BACKEND,
+              "--results", str(tmp_path)]
+    assert _run("run", "--processor", "unprocessed,nalr-agc", *common, "--run-id", "both").exit_code == 0
+    assert _run("run", "--processor", "nalr-agc", *common, "--run-id", "one").exit_code == 0
+    both = pd.read_parquet(tmp_path / "both" / "scores.parquet").set_index("trial_key")
+    one = pd.read_parquet(tmp_path / "one" / "scores.parquet").set_index("trial_key")
+    assert both.loc[one.index, "haaqi"].tolist() == one["haaqi"].tolist()
+
+
+def test_pyclarity_backend_in_a_sweep(tmp_path, audio_folder):
+    res = _run("run", "--processor", "nalr", "--spl", "65", "--audiograms", "N2", "--corpus",
+               str(audio_folder), "--limit", "1", "--excerpt-s", "1", "--workers", "0",
+               "--haaqi-backend", "pyclarity", "--results", str(tmp_path), "--run-id", "p")
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "p" / "scores.parquet")
+    assert (table["haaqi_backend_version"] == "pyclarity-0.9.0").all()

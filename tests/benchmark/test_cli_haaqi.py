@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 
-BACKEND = os.environ.get("HAAQI_BENCH_TEST_BACKEND", "pyclarity")
+BACKEND = os.environ.get("HAAQI_BENCH_TEST_BACKEND", "fast")
 
 
 def _invoke(*args):
