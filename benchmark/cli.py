@@ -21,6 +21,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 corpus_app = typer.Typer(no_args_is_help=True, help="Build or inspect music corpora.")
 app.add_typer(corpus_app, name="corpus")
 
+
+def _mount_haaqinet() -> None:
+    from haaqinet.cli import app as haaqinet_app
+
+    app.add_typer(haaqinet_app, name="haaqinet",
+                  help="HAAQI-Net: make-data, train, evaluate, predict (non-intrusive HAAQI).")
+
+
+_mount_haaqinet()
+
 DEFAULT_PROCESSORS = "unprocessed,nalr,nalr-agc,camfit-wdrc"
 DEFAULT_AUDIOGRAMS = "N2,N3,S2"
 DEFAULT_SPLS = "55,65,75"

@@ -1,0 +1,224 @@
+"""HAAQI-Net prediction on arrays and files, with the model loaded once.
+
+>>> p = Predictor()                                   # the shipped checkpoint, CPU
+>>> p.predict_file("song.wav", audiogram="N3", spl_db=70)
+[{'file': 'song.wav', 'ear': 'left', 'haaqinet': 0.71}, {'file': 'song.wav', 'ear': 'right', ...}]
+
+Inputs:
+
+* Audio of any sample rate of at least 8 kHz, resampled to 16 kHz (polyphase).
+  A mono file is one ear ("mono"); a stereo file is judged per ear (channel 0
+  left, channel 1 right); more channels are refused.
+* ``spl_db``: the RMS presentation level of the *file* in dB SPL (over both
+  channels for stereo, as in :mod:`benchmark.calibration`). Each ear's level is
+  derived from it: ``spl_db + 20 log10(rms(channel) / rms(file))``.
+* ``audiogram``: a built-in name, 8 dB HL values (``"10,20,30,40,50,60,60,60"``),
+  or a :class:`~benchmark.audiogram.Audiogram`.
+
+Errors are :class:`~benchmark.errors.BenchError` (unreadable, silent, too-low
+sample rate, bad audiogram, missing or incompatible checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import AudioError, BenchError
+
+#: The shipped default checkpoint.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-mel.pt"
+MODEL_RATE_HZ = 16000
+#: Lowest accepted input sample rate in Hz (below it the 16-kHz model would see an empty upper band).
+MIN_RATE_HZ = 8000
+SILENCE_RMS = 1e-5
+
+
+def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarray, spl_db: np.ndarray, *,
+                   batch_size: int = 32, device: str = "cpu", n_samples: np.ndarray | None = None) -> np.ndarray:
+    """Clip scores of a batch of equal-length (zero-padded) 16-kHz signals.
+
+    Args:
+        model: a HAAQINet.
+        waveforms_16k: float32 (n_items, n_samples), 16 kHz, any digital scale.
+        audiograms_db_hl: float32 (n_items, 8), dB HL at 250..8000 Hz.
+        spl_db: float32 (n_items,), RMS level of each signal in dB SPL.
+        n_samples: optional int (n_items,), unpadded lengths.
+
+    Returns:
+        float64 (n_items,) predictions in (0, 1).
+    """
+    import torch
+
+    model = model.to(device).eval()
+    out = np.zeros(len(waveforms_16k))
+    with torch.inference_mode():
+        for i in range(0, len(waveforms_16k), batch_size):
+            sl = slice(i, i + batch_size)
+            x = torch.as_tensor(np.asarray(waveforms_16k[sl], dtype=np.float32), device=device)
+            a = torch.as_tensor(np.asarray(audiograms_db_hl[sl], dtype=np.float32), device=device)
+            s = torch.as_tensor(np.asarray(spl_db[sl], dtype=np.float32), device=device)
+            n = None if n_samples is None else torch.as_tensor(np.asarray(n_samples[sl]), device="cpu")
+            clip, _ = model(x, a, s, n)
+            out[sl] = clip.double().cpu().numpy()
+    return out
+
+
+def to_16k(signal: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """Resample (n_channels, n_samples) audio to 16 kHz; rates below 8 kHz are refused."""
+    from scipy.signal import resample_poly
+
+    rate = int(sample_rate_hz)
+    if rate < MIN_RATE_HZ:
+        raise AudioError(f"sample rate {rate} Hz is too low; HAAQI-Net needs at least {MIN_RATE_HZ} Hz "
+                         f"(it judges 16-kHz audio)")
+    if rate == MODEL_RATE_HZ:
+        return np.asarray(signal, dtype=np.float32)
+    g = math.gcd(rate, MODEL_RATE_HZ)
+    return resample_poly(np.asarray(signal, dtype=np.float64), MODEL_RATE_HZ // g, rate // g, axis=-1).astype(
+        np.float32)
+
+
+def _audiogram(audiogram):
+    from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, Audiogram, parse_audiogram
+
+    a = audiogram if isinstance(audiogram, Audiogram) else parse_audiogram(str(audiogram))
+    return np.asarray(a.at(STANDARD_FREQUENCIES_HZ), dtype=np.float32)
+
+
+class Predictor:
+    """A loaded HAAQI-Net: predictions for arrays, files and manifests.
+
+    Args:
+        checkpoint: a checkpoint path (default: the shipped ``haaqinet-mel.pt``).
+        device: torch device string.
+        batch_size: clips per forward pass.
+        frontend_path: where an external encoder (beats/hf) now lives, if it moved.
+    """
+
+    def __init__(self, checkpoint: str | Path | None = None, *, device: str = "cpu", batch_size: int = 16,
+                 frontend_path: str | Path | None = None):
+        from haaqinet.checkpoint import load_checkpoint
+
+        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        if checkpoint is None and not path.is_file():
+            raise BenchError(f"the default HAAQI-Net checkpoint is missing ({path}); reinstall haaqi-bench or "
+                             f"pass --checkpoint")
+        self.checkpoint = path
+        self.device, self.batch_size = device, batch_size
+        self.model = load_checkpoint(path, map_location=device, frontend_path=frontend_path)
+
+    def predict_signals(self, signals: list[np.ndarray], audiograms: list, spl_db) -> np.ndarray:
+        """Scores of 1-D 16-kHz signals (each one ear at its own level), float64 (n,).
+
+        Signals of equal length are batched together (no padding), so a score
+        does not depend on what else is in the call.
+        """
+        if not signals:
+            return np.zeros(0)
+        levels = np.stack([_audiogram(a) for a in audiograms])
+        spl = np.asarray(spl_db, dtype=np.float32).reshape(-1)
+        by_length: dict[int, list[int]] = {}
+        for i, s in enumerate(signals):
+            by_length.setdefault(int(s.size), []).append(i)
+        out = np.zeros(len(signals))
+        for length, members in sorted(by_length.items()):
+            for k in range(0, len(members), self.batch_size):
+                idx = np.asarray(members[k:k + self.batch_size])
+                batch = np.stack([np.asarray(signals[j], dtype=np.float32) for j in idx])
+                out[idx] = predict_arrays(self.model, batch, levels[idx], spl[idx], batch_size=len(idx),
+                                          device=self.device)
+        return out
+
+    def ears(self, signal: np.ndarray, sample_rate_hz: int, spl_db: float, what: str = "signal"):
+        """Split a (n_channels, n_samples) signal into ears: [(ear, 16-kHz 1-D signal, ear spl_db)]."""
+        x = np.asarray(signal, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[0] > 2:
+            raise AudioError(f"{what}: expected mono or stereo (n_channels, n_samples), got shape {x.shape}")
+        total = float(np.sqrt(np.mean(np.square(x))))
+        if not math.isfinite(total) or total < SILENCE_RMS:
+            raise AudioError(f"{what} is silent (RMS {total:.3g}); HAAQI-Net needs audible music")
+        x16 = to_16k(x, sample_rate_hz)
+        if x16.shape[1] < 0.5 * MODEL_RATE_HZ:
+            raise AudioError(f"{what} is too short ({x.shape[1] / sample_rate_hz:.2f} s); give at least 0.5 s")
+        names = ("mono",) if x.shape[0] == 1 else ("left", "right")
+        out = []
+        for ear, ch, ch16 in zip(names, x, x16):
+            r = float(np.sqrt(np.mean(np.square(ch))))
+            if r < SILENCE_RMS:
+                raise AudioError(f"{what}: the {ear} channel is silent")
+            out.append((ear, ch16, float(spl_db) + 20.0 * math.log10(r / total)))
+        return out
+
+    def predict_file(self, path: str | Path, *, audiogram, spl_db: float) -> list[dict]:
+        """``[{"file", "ear", "haaqinet"}]``, one entry per ear of an audio file."""
+        return self.predict_files([path], audiogram=audiogram, spl_db=spl_db)
+
+    def predict_files(self, paths, *, audiogram, spl_db: float) -> list[dict]:
+        """Every ear of every file, one audiogram and level for all."""
+        rows, signals = [], []
+        for path in paths:
+            for ear, x16, ear_spl in self._read(path, spl_db):
+                rows.append({"file": str(path), "ear": ear})
+                signals.append((x16, ear_spl))
+        scores = self.predict_signals([s for s, _ in signals], [audiogram] * len(signals),
+                                      [v for _, v in signals])
+        return [{**r, "haaqinet": float(v)} for r, v in zip(rows, scores)]
+
+    def predict_manifest(self, table, *, base_dir: str | Path | None = None):
+        """A manifest DataFrame (``file``, ``audiogram``, ``spl_db``) with a ``haaqinet`` column added.
+
+        A stereo file's score is the mean of its two ears; ``haaqinet_left`` and
+        ``haaqinet_right`` hold the ears. Rows keep their order. Relative file
+        names are read relative to ``base_dir``.
+        """
+        import pandas as pd
+
+        missing = {"file", "audiogram", "spl_db"} - set(table.columns)
+        if missing:
+            raise BenchError(f"manifest lacks the columns {sorted(missing)} (needs file, audiogram, spl_db)")
+        signals, audiograms, levels, owner = [], [], [], []
+        for i, row in enumerate(table.itertuples(index=False)):
+            _audiogram(row.audiogram)  # fail early on a bad audiogram
+            path = Path(str(row.file))
+            path = path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+            for ear, x16, ear_spl in self._read(path, float(row.spl_db)):
+                signals.append(x16)
+                audiograms.append(row.audiogram)
+                levels.append(ear_spl)
+                owner.append((i, ear))
+        scores = self.predict_signals(signals, audiograms, levels)
+        per = {}
+        for (i, ear), v in zip(owner, scores):
+            per.setdefault(i, {})[ear] = float(v)
+        out = pd.DataFrame(table).copy()
+        out["haaqinet"] = [float(np.mean(list(per[i].values()))) for i in range(len(out))]
+        out["haaqinet_left"] = [per[i].get("left", per[i].get("mono")) for i in range(len(out))]
+        out["haaqinet_right"] = [per[i].get("right", per[i].get("mono")) for i in range(len(out))]
+        return out
+
+    def _read(self, path, spl_db: float):
+        from benchmark.audio_io import read_audio
+        from benchmark.calibration import check_spl
+
+        check_spl(spl_db)
+        signal, rate = read_audio(path)
+        return self.ears(signal, rate, spl_db, what=str(path))
+
+
+def read_manifest(path: str | Path):
+    """A manifest CSV (``file``, ``audiogram``, ``spl_db``) and the folder relative files are in (its own)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"manifest not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype={"audiogram": str, "file": str})
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types
+        raise BenchError(f"cannot read manifest {path}: {exc}") from None
+    return table, path.parent

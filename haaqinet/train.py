@@ -1,0 +1,207 @@
+"""Training HAAQI-Net on a ``make-data`` set.
+
+Inputs are cached once (16-kHz judged signals, :func:`haaqinet.data.model_inputs`),
+held in memory (on the GPU when there is one) and batched; the loss is the
+paper's clip + frame MSE (:func:`haaqinet.model.haaqinet_loss`). Optimiser: AdamW
+with a linear warm-up and a cosine decay over the planned epochs (with
+``max_seconds``, as many as the first epoch's time allows), gradient clipping at 1.0; optionally each batch is a random excerpt of its items
+(``crop_s_min``..item length, labels unchanged). After each epoch the validation split is scored; training stops
+when its MSE has not improved for ``patience`` epochs, after ``epochs``, or after
+``max_seconds``, and the best epoch's weights are kept. The checkpoint's sidecar
+records the metrics of every split, the data recipe and its version, the git
+commit, the training time and the hardware.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import BenchError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (all recorded in the checkpoint's sidecar)."""
+
+    frontend: str = "mel"
+    frontend_args: dict = field(default_factory=dict)
+    model_args: dict = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 300
+    patience: int = 5
+    max_seconds: float | None = None
+    max_train_items: int | None = None
+    crop_s_min: float | None = None
+    device: str = "cpu"
+    seed: int = 0
+    workers: int = 1
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def hardware(device: str) -> dict:
+    """CPU, GPU and thread counts, for the sidecar."""
+    import torch
+
+    out = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _arrays(folder, df, workers):
+    from haaqinet import data
+
+    return (data.model_inputs(folder, df, workers=workers), data.audiogram_array(df),
+            df["judged_db_spl"].to_numpy(np.float32), df["haaqi"].to_numpy(np.float32))
+
+
+def _lr_lambda(cfg: TrainConfig, plan: dict):
+    """Linear warm-up, then cosine decay to 2 % over ``plan["total_steps"]`` (which may be revised)."""
+    def f(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        total_steps = plan["total_steps"]
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> dict:
+    """Train ``model`` in place; returns the history (loss and validation metrics per epoch)."""
+    import torch
+
+    from haaqinet.evaluate import agreement
+    from haaqinet.model import haaqinet_loss
+    from haaqinet.predict import predict_arrays
+
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    x, a, s, y = (torch.as_tensor(v, device=device) for v in train_arrays)
+    n = len(y)
+    if n == 0:
+        raise BenchError("no training items")
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    plan = {"total_steps": cfg.epochs * steps_per_epoch}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, plan))
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    best, best_state, bad, history = math.inf, None, 0, []
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+            idx = idx.to(device)
+            xb = x[idx]
+            if cfg.crop_s_min is not None:  # random excerpt of the item (one length per batch), same label
+                shortest = min(int(cfg.crop_s_min * 16000), xb.shape[1])
+                length = int(torch.randint(shortest, xb.shape[1] + 1, (1,), generator=gen))
+                start = int(torch.randint(0, xb.shape[1] - length + 1, (1,), generator=gen))
+                xb = xb[:, start:start + length]
+            clip, frames = model(xb, a[idx], s[idx])
+            loss = haaqinet_loss(clip, frames, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        pred = predict_arrays(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+        val = agreement(val_arrays[3], pred)
+        elapsed = time.perf_counter() - t0
+        if epoch == 0 and cfg.max_seconds is not None:  # fit the cosine decay into the time limit
+            planned = min(cfg.epochs, max(2, int(cfg.max_seconds / elapsed)))
+            plan["total_steps"] = planned * steps_per_epoch
+            log(f"planning {planned} epochs in {cfg.max_seconds:g} s")
+        history.append({"epoch": epoch + 1, "train_loss": total / n, "val": val, "seconds": round(elapsed, 1)})
+        log(f"epoch {epoch + 1}: train loss {total / n:.5f}, val MSE {val['mse']:.5f} LCC {val['lcc']:.4f} "
+            f"SRCC {val['srcc']:.4f} ({elapsed:.0f} s)")
+        if val["mse"] < best:
+            best, best_state, bad = val["mse"], copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+        if bad >= cfg.patience:
+            log(f"early stop: no validation improvement for {cfg.patience} epochs")
+            break
+        if cfg.max_seconds is not None and elapsed * (epoch + 2) / (epoch + 1) > cfg.max_seconds:
+            log(f"stopping: the next epoch would pass max_seconds={cfg.max_seconds:g}")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"epochs": history, "best_val_mse": best, "train_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.info, eval_splits=None):
+    """Train on the "train" split, stop early on "val", evaluate every split, save the checkpoint.
+
+    Returns:
+        (model, sidecar metrics dict).
+    """
+    import torch
+
+    from haaqinet import data
+    from haaqinet.checkpoint import save_checkpoint
+    from haaqinet.evaluate import EVAL_SPLITS, evaluate
+    from haaqinet.model import HAAQINet
+
+    t_start = time.perf_counter()
+    recipe = data.read_recipe(data_folder)
+    train_df = data.load_labels(data_folder, splits=["train"])
+    if cfg.max_train_items is not None and len(train_df) > cfg.max_train_items:
+        train_df = train_df.sample(cfg.max_train_items, random_state=cfg.seed).reset_index(drop=True)
+    val_df = data.load_labels(data_folder, splits=["val"])
+    if len(val_df) == 0:
+        log("no validation items: early stopping on a 10 % slice of the training items")
+        val_df = train_df.sample(max(1, len(train_df) // 10), random_state=cfg.seed)
+    log(f"{len(train_df)} training and {len(val_df)} validation items; caching inputs")
+    t0 = time.perf_counter()
+    train_arrays = _arrays(data_folder, train_df, cfg.workers)
+    val_arrays = _arrays(data_folder, val_df, cfg.workers)
+    log(f"inputs ready in {time.perf_counter() - t0:.0f} s")
+    torch.manual_seed(cfg.seed)
+    model = HAAQINet(frontend=cfg.frontend, frontend_args=cfg.frontend_args, **cfg.model_args).to(cfg.device)
+    history = fit(model, train_arrays, val_arrays, cfg, log=log)
+    save_checkpoint(out_path, model, metrics={"history": history}, extra={"training": cfg.as_dict()})  # in case
+    model = model.cpu().eval() if cfg.device != "cpu" else model.eval()
+    rep, _ = evaluate(model.to(cfg.device), data_folder, splits=eval_splits or EVAL_SPLITS, device=cfg.device,
+                      workers=cfg.workers)
+    model = model.cpu().eval()
+    metrics = {"per_split": rep["per_split"], "per_spl": rep["per_spl"], "per_severity": rep["per_severity"],
+               "clean_nalr": rep["clean_nalr"], "targets": rep["targets"], "history": history}
+    extra = {
+        "data": {"folder": str(data_folder), "recipe_sha256_16": recipe_hash(recipe),
+                 "data_version": recipe["data_version"], "n_train": len(train_df), "n_val": len(val_df),
+                 "labels": data.summarise(data.load_labels(data_folder, ok_only=False)),
+                 "recipe": {k: v for k, v in recipe.items() if k != "sources"},
+                 "n_sources": len(recipe["sources"])},
+        "training": cfg.as_dict(), "training_seconds": round(time.perf_counter() - t_start, 1),
+        "hardware": hardware(cfg.device),
+        "source_commit": os.environ.get("HAAQINET_GIT_SHA"),
+    }
+    save_checkpoint(out_path, model, metrics=metrics, extra=extra)
+    return model, metrics

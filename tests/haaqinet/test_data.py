@@ -1,0 +1,114 @@
+"""Training data: audiogram generator, recipe determinism, splits, resumable labelling, regeneration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmark.audiogram import SEVERITY_ORDER
+from benchmark.errors import BenchError
+from haaqinet import audiograms, data
+
+
+def _toy(tmp_path, n_items=8, **kw):
+    folder = tmp_path / "toy"
+    sources = data.synthetic_sources(folder, n=4, seconds=1.5)
+    recipe = data.new_recipe(n_items=n_items, sources=sources, seed=3, item_s=1.0, conditions_per_group=4,
+                             n_listeners=8, **kw)
+    data.write_recipe(folder, recipe)
+    return folder, recipe
+
+
+def test_generated_listeners_are_deterministic_realistic_and_varied():
+    a = audiograms.generate_listeners(300, seed=1)
+    b = audiograms.generate_listeners(300, seed=1)
+    assert a == b
+    assert audiograms.generate_listener(5, seed=2) != a[5]
+    levels = np.array([ear.levels_db_hl for l in a for ear in (l.left, l.right)])
+    assert levels.shape == (600, 8)
+    assert levels.min() >= -10 and levels.max() <= 120 and np.all(levels % 5 == 0)
+    grades = {ear.severity for l in a for ear in (l.left, l.right)}
+    assert grades == set(SEVERITY_ORDER)
+    asym = [abs(l.left.pta_db_hl - l.right.pta_db_hl) for l in a]
+    assert 0.1 < np.mean(np.array(asym) >= 12.5) < 0.35
+
+
+def test_assign_splits_fills_every_split_and_keeps_training():
+    for n in (3, 10, 200):
+        splits = data.assign_splits(n, 0, 1, {"test": 0.15, "val": 0.1})
+        assert splits.count("train") >= 1
+        if n >= 3:
+            assert {"test", "val"} <= set(splits)
+    assert data.assign_splits(200, 0, 1, {"test": 0.15, "val": 0.1}).count("test") == 30
+
+
+def test_groups_are_deterministic_and_splits_are_honest(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=400)
+    pool = data.pools(recipe)
+    rows = [r for g in range(recipe["n_groups"]) for r in data.group_items(recipe, g, pool)]
+    assert rows == [r for g in range(recipe["n_groups"]) for r in data.group_items(recipe, g, pool)]
+    assert {r["split"] for r in rows} == set(data.SPLITS)
+    src_split = {s["source_id"]: s["split"] for s in recipe["sources"]}
+    train_auds = {r["audiogram"] for r in rows if r["split"] == "train"}
+    for r in rows:
+        if r["split"] in ("test", "unseen-conditions"):
+            assert src_split[r["source_id"]] == "test"
+            assert r["audiogram"] not in train_auds
+        else:
+            assert src_split[r["source_id"]] == r["split"]
+    held = set(recipe["held_out_kinds"])
+    for r in rows:
+        if r["split"] == "unseen-conditions":
+            assert held & set(r["kinds"])
+        else:
+            assert not held & set(r["kinds"])
+    lo, hi = recipe["spl_range_db"]
+    assert all(lo <= r["spl_db"] <= hi for r in rows)
+    json.dumps(rows)  # rows are JSON-ready
+
+
+def test_conditions_cover_aids_and_clean_nalr():
+    conds = [data.sample_condition(np.random.default_rng(i)) for i in range(400)]
+    assert {c["aid"] for c in conds} == set(data.AIDS)
+    names = [data.condition_name(c) for c in conds]
+    assert 0.03 < names.count("nalr") / len(names) < 0.15
+    assert max(len(c["pre"]) for c in conds) == 3
+
+
+def test_make_data_is_resumable_and_regenerates_the_same_audio(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=8)
+    first = data.make_data(folder, workers=1, max_seconds=0.0, cache_inputs=True)  # stops after one group
+    assert first["items"] == 4
+    second = data.make_data(folder, workers=1, cache_inputs=True)
+    assert second["items"] == 8 and second["ok"] == 8
+    assert len(data.read_journal(folder)) == 8  # nothing labelled twice
+    df = data.load_labels(folder)
+    assert df["haaqi"].between(0, 1).all()
+    clean = df[df["condition"] == "nalr"]
+    assert (clean["haaqi"] > 0.99).all()
+    cached = data.model_inputs(folder, df)
+    for f in (folder / "cache" / "wave16k").glob("*.npy"):
+        f.unlink()
+    regenerated = data.model_inputs(folder, df)
+    np.testing.assert_allclose(regenerated, cached, atol=1e-6)
+    assert cached.shape == (8, 16000)
+
+
+def test_changed_source_and_wrong_version_are_refused(tmp_path):
+    folder, recipe = _toy(tmp_path)
+    path = folder / "sources" / "synthetic-0.npy"
+    x = np.load(path)
+    x[0] += 1
+    np.save(path, x)
+    with pytest.raises(BenchError, match="checksum"):
+        data.load_source(folder, recipe["sources"][0])
+    data.write_recipe(folder, {**recipe, "data_version": 0})
+    with pytest.raises(BenchError, match="data version"):
+        data.read_recipe(folder)
+
+
+def test_histogram():
+    h = data.histogram([0.0, 0.05, 0.5, 1.0], bins=10)
+    assert [c for _, _, c in h] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]

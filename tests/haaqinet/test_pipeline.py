@@ -1,0 +1,138 @@
+"""End to end on a toy set: make-data -> train -> evaluate -> predict, through the CLI, in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from benchmark.errors import AudioError, BenchError
+from haaqinet import data
+from haaqinet.cli import app
+
+TINY = ["--frontend-arg", "dim=16", "--frontend-arg", "n_layers=2", "--frontend-arg", "n_heads=2",
+        "--frontend-arg", "ffn_dim=32", "--model-arg", "adapter_dim=8", "--model-arg", "lstm_hidden=4",
+        "--model-arg", "attention_dim=8", "--model-arg", "attention_heads=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    folder = root / "toy"
+    sources = data.synthetic_sources(folder, n=4, seconds=1.5)
+    data.write_recipe(folder, data.new_recipe(n_items=16, sources=sources, seed=1, item_s=1.0, n_listeners=8))
+    runner = CliRunner()
+    made = runner.invoke(app, ["make-data", "--out", str(folder)])
+    assert made.exit_code == 0, made.output
+    assert "HAAQI 0.9-1.0" in made.output
+    ckpt = root / "tiny.pt"
+    trained = runner.invoke(app, ["train", "--data", str(folder), "--out", str(ckpt), "--epochs", "2",
+                                  "--batch-size", "4", *TINY])
+    assert trained.exit_code == 0, trained.output
+    return folder, ckpt, root
+
+
+def test_checkpoint_sidecar_describes_the_training(trained):
+    folder, ckpt, _ = trained
+    side = json.loads((ckpt.parent / (ckpt.name + ".json")).read_text())
+    assert set(side["metrics"]["per_split"]) >= {"train", "test"}
+    extra = side["extra"]
+    assert extra["data"]["data_version"] == data.DATA_VERSION and extra["data"]["n_train"] > 0
+    assert extra["hardware"]["device"] == "cpu" and extra["training_seconds"] > 0
+    assert len(side["metrics"]["history"]["epochs"]) == 2
+
+
+def test_evaluate_reports_every_statistic(trained, tmp_path):
+    folder, ckpt, _ = trained
+    out = tmp_path / "rep.json"
+    res = CliRunner().invoke(app, ["evaluate", "--data", str(folder), "--checkpoint", str(ckpt), "--json", str(out),
+                                   "--predictions", str(tmp_path / "pred.csv")])
+    assert res.exit_code == 0, res.output
+    assert "Per SPL band" in res.output and "Per severity" in res.output and "Targets" in res.output
+    rep = json.loads(out.read_text())
+    assert set(rep["overall"]) == {"n", "lcc", "srcc", "mse", "kendall"}
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert pred["haaqinet"].between(0, 1).all() and len(pred) == rep["overall"]["n"]
+
+
+def _write(path, x, rate):
+    sf.write(str(path), np.asarray(x).T, rate)
+    return path
+
+
+def _tone(rate, seconds=1.0, channels=1):
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.1 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.sin(2 * np.pi * 1500 * t)
+    return np.tile(x, (channels, 1))
+
+
+def test_predict_files_json_and_manifest(trained, tmp_path):
+    _, ckpt, _ = trained
+    mono = _write(tmp_path / "mono.wav", _tone(44100), 44100)
+    stereo = _write(tmp_path / "stereo.flac", _tone(22050, channels=2) * [[1.0], [0.5]], 22050)
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(mono), str(stereo), "--audiogram", "N3", "--spl", "70",
+                              "--checkpoint", str(ckpt), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [(r["file"], r["ear"]) for r in rows] == [(str(mono), "mono"), (str(stereo), "left"),
+                                                     (str(stereo), "right")]
+    assert all(0 < r["haaqinet"] < 1 for r in rows)
+    manifest = tmp_path / "items.csv"
+    pd.DataFrame({"file": ["stereo.flac", "mono.wav"], "audiogram": ["10 20 30 40 50 60 60 60", "N2"],
+                  "spl_db": [60, 80]}).to_csv(manifest, index=False)
+    res = runner.invoke(app, ["predict", "--manifest", str(manifest), "--out", str(tmp_path / "scores.csv"),
+                              "--checkpoint", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert list(scores["file"]) == ["stereo.flac", "mono.wav"] and scores["haaqinet"].between(0, 1).all()
+
+
+def test_predictions_do_not_depend_on_digital_scale_or_batching(trained):
+    from haaqinet.predict import Predictor
+
+    _, ckpt, _ = trained
+    p = Predictor(ckpt, batch_size=2)
+    x = _tone(16000)[0]
+    a = p.predict_signals([x, 0.1 * x, x[:12000]], ["N3"] * 3, [70, 70, 70])
+    assert a[0] == pytest.approx(a[1], abs=1e-5)
+    b = Predictor(ckpt, batch_size=1).predict_signals([x[:12000]], ["N3"], [70])
+    assert a[2] == pytest.approx(b[0], abs=1e-5)
+
+
+def test_clear_errors(trained, tmp_path):
+    from haaqinet.predict import Predictor
+
+    _, ckpt, _ = trained
+    p = Predictor(ckpt)
+    with pytest.raises(AudioError, match="too low"):
+        p.predict_file(_write(tmp_path / "low.wav", _tone(4000), 4000), audiogram="N3", spl_db=65)
+    with pytest.raises(AudioError, match="silent"):
+        p.predict_file(_write(tmp_path / "zero.wav", np.zeros((1, 16000)), 16000), audiogram="N3", spl_db=65)
+    ok = _write(tmp_path / "ok.wav", _tone(16000), 16000)
+    with pytest.raises(BenchError, match="audiogram"):
+        p.predict_file(ok, audiogram="N9", spl_db=65)
+    with pytest.raises(BenchError, match="not found"):
+        Predictor(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BenchError, match="not a readable torch checkpoint"):
+        Predictor(tmp_path / "junk.pt")
+    res = CliRunner().invoke(app, ["predict", str(ok), "--audiogram", "N3", "--checkpoint", str(tmp_path / "m.pt")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_the_shipped_checkpoint_loads_and_scores_a_file(tmp_path):
+    from haaqinet.predict import DEFAULT_CHECKPOINT, Predictor
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("no shipped checkpoint in this checkout")
+    side = json.loads(DEFAULT_CHECKPOINT.with_name(DEFAULT_CHECKPOINT.name + ".json").read_text())
+    assert {"test", "unseen-conditions", "val"} <= set(side["metrics"]["per_split"])
+    assert side["extra"]["hardware"]["device"] and side["extra"]["data"]["data_version"] == data.DATA_VERSION
+    rows = Predictor().predict_file(_write(tmp_path / "s.wav", _tone(44100, 2.0, channels=2), 44100),
+                                    audiogram="N3", spl_db=65)
+    assert [r["ear"] for r in rows] == ["left", "right"] and all(0 < r["haaqinet"] < 1 for r in rows)
