@@ -63,6 +63,10 @@ def run(
     param: list[str] = typer.Option([], help="Processor parameter, name.key=value (repeatable)."),
     reference: str = typer.Option("nalr", help="Reference convention: nalr (Cadenza) or clean."),
     haaqi_backend: str = typer.Option("fast", help="HAAQI implementation: fast or pyclarity."),
+    haaqinet: bool = typer.Option(True, "--haaqinet/--no-haaqinet",
+                                  help="Also predict each output with HAAQI-Net."),
+    haaqinet_checkpoint: Optional[Path] = typer.Option(None, help="HAAQI-Net checkpoint "
+                                                       "[default: the shipped one]."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
@@ -80,6 +84,8 @@ def run(
                 str(listeners) if listeners else None),
             corpus=corpus, excerpt_s=4.0 if small else excerpt_s,
             reference=reference, haaqi_backend=haaqi_backend,
+            haaqinet_checkpoint=(str(haaqinet_checkpoint.resolve()) if haaqinet_checkpoint
+                                 else "default") if haaqinet else None,
             limit_clips=2 if small and limit is None else limit)
         from benchmark.haaqi import check_backend
 

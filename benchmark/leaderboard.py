@@ -89,6 +89,7 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Per audiogram", ""]
     lines += _pivot(ok, "audiogram", ranks)
+    lines += _agreement(table)
     lines += _configs(table)
     lines += _failures(table)
     return "\n".join(lines) + "\n"
@@ -107,6 +108,7 @@ def _provenance(table: pd.DataFrame) -> list[str]:
         f"- **SPL:** {', '.join(f'{s:g}' for s in sorted(table['spl_db'].unique()))} dB SPL",
         f"- **Reference convention:** {uniq('reference')} (HAAQI equalisation {uniq('equalisation')})",
         f"- **HAAQI backend:** {uniq('haaqi_backend_version')}",
+        f"- **HAAQI-Net:** {uniq('haaqinet_checkpoint') or 'off'}",
         f"- **haaqi-bench:** {uniq('bench_version')} (git {uniq('git_sha')}), run {uniq('run_id')}",
         f"- **Finished:** {finished}",
     ]
@@ -120,6 +122,34 @@ def _pivot(ok: pd.DataFrame, column: str, ranks: pd.DataFrame) -> list[str]:
         scored = ok[ok["processor_id"] == r["processor_id"]]
         lines.append(f"| `{r['processor']}` | " +
                      " | ".join(_cell(scored[scored[column] == k]["haaqi"]) for k in keys) + " |")
+    return lines
+
+
+def _agreement(table: pd.DataFrame) -> list[str]:
+    from benchmark import agreement
+
+    rows = agreement.scored(table)
+    if rows.empty:
+        return []
+    checkpoint = ", ".join(sorted(set(map(str, rows.get("haaqinet_checkpoint", ["?"])))))
+    lines = ["", "## Agreement of HAAQI-Net with HAAQI", "",
+             f"Non-intrusive HAAQI-Net predictions ({checkpoint}) against the intrusive HAAQI of "
+             "the same trials. LCC: Pearson; SRCC: Spearman; MSE on the 0–1 scale.", "",
+             "| group | n | LCC | SRCC | Kendall τ | MSE |", "|:---|---:|---:|---:|---:|---:|"]
+    proc_col = "processor_label" if "processor_label" in rows else "processor_id"
+    for column, label in ((None, "all"), ("spl_db", "SPL"), ("severity", "severity"),
+                          (proc_col, "processor")):
+        for _, r in agreement.by_group(table, column).iterrows():
+            group = "all" if column is None else f"{label} {r['group']:g}" if column == "spl_db" \
+                else f"{label} {r['group']}"
+            lines.append(f"| {group} | {int(r['n'])} | {r['lcc']:.3f} | {r['srcc']:.3f} | "
+                         f"{r['kendall']:.3f} | {r['mse']:.4f} |")
+    system = agreement.system_rank_correlation(table)
+    means = rows.groupby(proc_col)[["haaqi", "haaqinet"]].mean().sort_values("haaqi", ascending=False)
+    lines += ["", f"System level ({system['n_processors']} processors): rank correlation of the "
+              f"processor means, Spearman {system['spearman']:.3f}, Kendall {system['kendall']:.3f}.",
+              "", "| processor | mean HAAQI | mean HAAQI-Net |", "|:---|---:|---:|"]
+    lines += [f"| `{name}` | {r['haaqi']:.3f} | {r['haaqinet']:.3f} |" for name, r in means.iterrows()]
     return lines
 
 

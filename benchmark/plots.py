@@ -3,6 +3,8 @@
 * ``haaqi_vs_spl.png``: mean HAAQI against SPL, one line per processor, with
   95 % cluster-bootstrap CIs over clips.
 * ``heatmap_processor_audiogram.png``: mean HAAQI, processors × audiograms.
+* ``agreement_haaqinet_vs_haaqi.png``: HAAQI-Net against HAAQI per SPL, with
+  LCC, SRCC and MSE on each panel (when the run has HAAQI-Net predictions).
 """
 
 from __future__ import annotations
@@ -78,11 +80,43 @@ def plot_heatmap(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def plot_agreement(table: pd.DataFrame, path: Path) -> Path | None:
+    """HAAQI-Net against HAAQI, one panel per SPL, with LCC/SRCC/MSE on each panel."""
+    from benchmark import agreement
+
+    rows = agreement.scored(table)
+    if rows.empty:
+        return None
+    plt = _pyplot()
+    spls = sorted(rows["spl_db"].unique())
+    fig, axes = plt.subplots(1, len(spls), figsize=(3.2 * len(spls), 3.4), dpi=120, squeeze=False)
+    for ax, spl in zip(axes[0], spls):
+        sub = rows[rows["spl_db"] == spl]
+        for name, g in sub.groupby("processor", sort=True):
+            ax.scatter(g["haaqi"], g["haaqinet"], s=10, alpha=0.6, label=name)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        st = agreement.stats(sub["haaqi"], sub["haaqinet"])
+        ax.text(0.03, 0.97, f"LCC {st['lcc']:.3f}\nSRCC {st['srcc']:.3f}\nMSE {st['mse']:.4f}\n"
+                f"n {st['n']}", transform=ax.transAxes, va="top", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{spl:g} dB SPL", fontsize=9)
+        ax.set_xlabel("HAAQI")
+    axes[0][0].set_ylabel("HAAQI-Net")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_all(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write every plot of a results table into ``out_dir``; returns the paths."""
     if table.empty or not (table.get("status") == "ok").any():
         raise BenchError("no scored trials to plot")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_haaqi_vs_spl(table, out / "haaqi_vs_spl.png"),
-            plot_heatmap(table, out / "heatmap_processor_audiogram.png")]
+    paths = [plot_haaqi_vs_spl(table, out / "haaqi_vs_spl.png"),
+             plot_heatmap(table, out / "heatmap_processor_audiogram.png"),
+             plot_agreement(table, out / "agreement_haaqinet_vs_haaqi.png")]
+    return [p for p in paths if p is not None]

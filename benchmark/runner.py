@@ -77,6 +77,7 @@ def run_sweep(
     from benchmark.corpus import load_corpus
     from benchmark.executors import make_executor
 
+    checkpoint_id = _checkpoint_provenance(config.haaqinet_checkpoint)  # fails before any work
     corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
     clips = list(corpus.clips)[: config.limit_clips] if config.limit_clips else list(corpus.clips)
     plan = plan_jobs(config, [c.clip_id for c in clips])
@@ -93,6 +94,7 @@ def run_sweep(
                    "skipped": [list(s) for s in corpus.skipped]},
         "processors": {pid: {"name": p.name, "label": p.label, "params": p.params()}
                        for pid, p in plan.processors.items()},
+        "haaqinet_checkpoint": checkpoint_id,
         **run_provenance(),
     }
     store.prepare(meta)  # checks the folder is writable and has space, before any work
@@ -111,9 +113,10 @@ def run_sweep(
         "versions": ",".join(f"{k}={v}" for k, v in sorted(package_versions().items())),
     }
     backend_version = _backend_version(config.haaqi_backend)
+    provenance["haaqinet_checkpoint"] = checkpoint_id
     inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
                        tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
-                       config.haaqi_backend)
+                       config.haaqi_backend, config.haaqinet_checkpoint)
               for job in todo)
     executor = executor or make_executor(workers)
     started = time.perf_counter()
@@ -146,6 +149,22 @@ def _unfinished(jobs, finished: set[str]) -> list:
         if pids:
             todo.append(job.only(pids))
     return todo
+
+
+def _checkpoint_provenance(checkpoint: str | None) -> str:
+    """``name@sha256[:12]`` of the HAAQI-Net checkpoint used, or "" when off."""
+    if not checkpoint:
+        return ""
+    import hashlib
+
+    from haaqinet.predict import DEFAULT_CHECKPOINT
+
+    path = Path(DEFAULT_CHECKPOINT if checkpoint == "default" else checkpoint)
+    if not path.is_file():
+        from benchmark.errors import BenchError
+
+        raise BenchError(f"HAAQI-Net checkpoint not found: {path} (or run with --no-haaqinet)")
+    return f"{path.name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 
 def _backend_version(name: str) -> str:

@@ -69,6 +69,7 @@ class SweepConfig:
     excerpt_s: float = 10.0
     reference: str = "nalr"
     haaqi_backend: str = "fast"
+    haaqinet_checkpoint: str | None = "default"
     limit_clips: int | None = None
     ears: tuple[str, ...] = EARS
 

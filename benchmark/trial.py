@@ -39,6 +39,38 @@ class JobInput:
     processors: tuple[ProcessorSpec, ...]
     reference: str
     haaqi_backend: str
+    haaqinet_checkpoint: str | None = None
+
+
+@lru_cache(maxsize=2)
+def _predictor(checkpoint: str):
+    """A HAAQI-Net predictor, loaded once per worker process (one torch thread)."""
+    import torch
+
+    from haaqinet.predict import Predictor
+
+    torch.set_num_threads(1)
+    return Predictor(None if checkpoint == "default" else checkpoint)
+
+
+def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration) -> dict:
+    """(processor id, ear) -> HAAQI-Net prediction or exception, all in one batched call."""
+    if not inp.haaqinet_checkpoint or not outputs:
+        return {}
+    keys = [(p, ear) for p in outputs for ear in inp.job.ears]
+    try:
+        from haaqinet.predict import to_16k
+
+        predictor = _predictor(inp.haaqinet_checkpoint)
+        signals, audiograms, levels = [], [], []
+        for pid, ear in keys:
+            channel = outputs[pid][0][inp.job.ears.index(ear)]
+            signals.append(to_16k(channel[None, :], rate)[0])
+            audiograms.append(inp.listener.ear(ear))
+            levels.append(calibration.db_spl(channel))
+        return dict(zip(keys, predictor.predict_signals(signals, audiograms, levels)))
+    except Exception as exc:  # HAAQI-Net failing never hides the HAAQI score
+        return {k: exc for k in keys}
 
 
 @lru_cache(maxsize=4)
@@ -153,6 +185,15 @@ def _score_ear(inp: JobInput, ref: np.ndarray, outs: dict, ch: int, rate: int,
         return scored
 
 
+def _add_prediction(row: dict, prediction, seconds: float) -> None:
+    if prediction is None:
+        return
+    if isinstance(prediction, Exception):
+        row.update(haaqinet=None, haaqinet_error=f"{type(prediction).__name__}: {prediction}")
+    else:
+        row.update(haaqinet=float(prediction), haaqinet_error="", haaqinet_s=seconds)
+
+
 def run_job(inp: JobInput) -> list[dict]:
     """Process one clip through every processor of the job and score every ear."""
     from processors.base import Presentation, check_signal
@@ -170,6 +211,9 @@ def run_job(inp: JobInput) -> list[dict]:
     presentation = Presentation(rate, inp.listener, calibration, tuple(job.ears))
     processed = _process_all(inp, x, presentation)
     ok_outputs = {p: v for p, v in processed.items() if not isinstance(v, Exception)}
+    t0 = time.perf_counter()
+    predictions = _haaqinet(inp, ok_outputs, rate, calibration)
+    haaqinet_s = (time.perf_counter() - t0) / max(1, len(predictions))
 
     rows = {}
     for ch, ear in enumerate(job.ears):
@@ -200,5 +244,6 @@ def run_job(inp: JobInput) -> list[dict]:
                     "process_s": process_s, "haaqi_s": haaqi_s,
                     "seconds": time.perf_counter() - started, "finished_at": _now(),
                 })
+                _add_prediction(row, predictions.get((pid, ear)), haaqinet_s)
                 rows[(pid, ear)] = row
     return [rows[(pid, ear)] for pid in job.processor_ids for ear in job.ears]

@@ -44,6 +44,11 @@ def test_tiny_sweep_end_to_end(tmp_path, audio_folder):
     assert "| 1 | `nalr` |" in board and "65 dB" in board
     assert (run_dir / "plots" / "haaqi_vs_spl.png").stat().st_size > 1000
     assert (run_dir / "plots" / "heatmap_processor_audiogram.png").stat().st_size > 1000
+    # HAAQI-Net beside HAAQI, with an agreement section and scatter plot
+    assert table["haaqinet"].between(0, 1).all() and (table["haaqinet_error"] == "").all()
+    assert table["haaqinet_checkpoint"].str.startswith("haaqinet-mel.pt@").all()
+    assert "## Agreement of HAAQI-Net with HAAQI" in board and "System level" in board
+    assert (run_dir / "plots" / "agreement_haaqinet_vs_haaqi.png").stat().st_size > 1000
     # rerun: resumes, nothing new, bit-identical table
     res2 = _run("run", "--processor", "unprocessed,nalr", "--spl", "65", "--audiograms", "N2,S2",
                 "--corpus", str(audio_folder), "--limit", "2", "--excerpt-s", "1", "--workers", "0",
@@ -169,10 +174,20 @@ def test_grouped_scoring_equals_one_processor_at_a_time(tmp_path, audio_folder):
     assert both.loc[one.index, "haaqi"].tolist() == one["haaqi"].tolist()
 
 
-def test_pyclarity_backend_in_a_sweep(tmp_path, audio_folder):
+def test_pyclarity_backend_without_haaqinet(tmp_path, audio_folder):
     res = _run("run", "--processor", "nalr", "--spl", "65", "--audiograms", "N2", "--corpus",
-               str(audio_folder), "--limit", "1", "--excerpt-s", "1", "--workers", "0",
+               str(audio_folder), "--limit", "1", "--excerpt-s", "1", "--workers", "0", "--no-haaqinet",
                "--haaqi-backend", "pyclarity", "--results", str(tmp_path), "--run-id", "p")
     assert res.exit_code == 0, res.output
     table = pd.read_parquet(tmp_path / "p" / "scores.parquet")
     assert (table["haaqi_backend_version"] == "pyclarity-0.9.0").all()
+    assert "haaqinet" not in table
+    assert "Agreement" not in (tmp_path / "p" / "leaderboard.md").read_text()
+
+
+def test_missing_haaqinet_checkpoint_fails_before_work(tmp_path, audio_folder):
+    res = CliRunner().invoke(app, ["run", "--processor", "nalr", "--spl", "65", "--audiograms", "N2",
+                                   "--corpus", str(audio_folder), "--haaqinet-checkpoint",
+                                   str(tmp_path / "nope.pt"), "--results", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output
+    assert not (tmp_path / "r").exists()

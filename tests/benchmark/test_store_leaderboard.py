@@ -101,3 +101,26 @@ def test_append_after_torn_write_loses_no_row(tmp_path):
     store2.append([{"trial_key": "c", "status": "ok"}])
     store2.close()
     assert [r["trial_key"] for r in store2.read_journal()] == ["a", "c"]
+
+
+def test_agreement_statistics_known_answer():
+    from benchmark import agreement
+
+    x = np.array([0.1, 0.4, 0.5, 0.9])
+    s = agreement.stats(x, x)
+    assert s["lcc"] == pytest.approx(1) and s["srcc"] == pytest.approx(1) and s["mse"] == 0
+    s = agreement.stats(x, 1 - x)
+    assert s["lcc"] == pytest.approx(-1) and s["kendall"] == pytest.approx(-1)
+    assert np.isnan(agreement.stats(x[:2], x[:2])["lcc"])  # undefined for n < 3
+
+
+def test_leaderboard_agreement_section_and_system_rank():
+    rows = _rows("good-1", 0.8) + _rows("bad-2", 0.4) + _rows("mid-3", 0.6)
+    for r in rows:
+        r["haaqinet"] = r["haaqi"] * 0.9 + 0.05
+        r["haaqinet_checkpoint"] = "m.pt@abc"
+    table = pd.DataFrame(rows)
+    text = leaderboard.render(table)
+    assert "## Agreement of HAAQI-Net with HAAQI" in text
+    assert "| all | 72 | 1.000 | 1.000 | 1.000 |" in text
+    assert "Spearman 1.000" in text
