@@ -205,6 +205,7 @@ def haaqi(
     manifest: Optional[Path] = typer.Option(None, help="CSV of pairs: reference, processed, "
                                             "audiogram, spl_db[, equalisation]."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
+    workers: int = typer.Option(0, help="Worker processes for --manifest (0 = this process)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score a reference/processed pair (per ear), or many pairs from a manifest."""
@@ -215,7 +216,7 @@ def haaqi(
     try:
         check_backend(backend)
         if manifest is not None:
-            _score_manifest(manifest, out, backend, equalisation, as_json)
+            _score_manifest(manifest, out, backend, equalisation, as_json, workers)
             return
         if reference is None or processed is None:
             raise BenchError("give REFERENCE and PROCESSED files, or --manifest pairs.csv")
@@ -230,7 +231,7 @@ def haaqi(
             typer.echo(f"{r['ear']:<6} HAAQI {r['haaqi']:.4f}  ({r['seconds']:.1f} s, {r['backend']})")
 
 
-def _score_manifest(manifest, out, backend, equalisation, as_json) -> None:
+def _score_manifest(manifest, out, backend, equalisation, as_json, workers) -> None:
     from rich.progress import Progress
 
     from benchmark import pairs
@@ -239,7 +240,7 @@ def _score_manifest(manifest, out, backend, equalisation, as_json) -> None:
     with Progress(console=_console()) as progress:
         task = progress.add_task("pairs", total=len(table))
         scores = pairs.score_manifest(table, backend=backend, default_equalisation=equalisation,
-                                      on_row=lambda: progress.advance(task))
+                                      workers=workers, on_row=lambda: progress.advance(task))
     if out:
         scores.to_csv(out, index=False)
         typer.echo(f"wrote {out} ({(scores['status'] == 'ok').sum()} ok, "

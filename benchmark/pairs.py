@@ -77,24 +77,50 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _score_row(args) -> list[dict]:
+    """Score one manifest row per ear; failures become an error entry (never a score)."""
+    i, row, backend, default_equalisation = args
+    eq_text = str(row.get("equalisation", "")).strip()
+    base = dict(row)
+    try:
+        eq = int(eq_text) if eq_text else default_equalisation
+        return [{**base, "row": i, "ear": r["ear"], "haaqi": r["haaqi"], "seconds": r["seconds"],
+                 "backend": r["backend"], "status": "ok", "error": ""}
+                for r in score_pair(row["reference"], row["processed"],
+                                    audiogram=parse_audiogram(row["audiogram"]),
+                                    spl_db=float(row["spl_db"]), equalisation=eq, backend=backend)]
+    except (BenchError, ValueError) as exc:
+        return [{**base, "row": i, "ear": "", "haaqi": np.nan, "seconds": np.nan,
+                 "backend": backend, "status": "error", "error": str(exc)}]
+
+
 def score_manifest(manifest: pd.DataFrame, *, backend: str = haaqi.DEFAULT_BACKEND,
-                   default_equalisation: int = 2, on_row: Callable[[], None] | None = None
-                   ) -> pd.DataFrame:
-    """Score every manifest row per ear; keeps the manifest's order; failures get an error."""
-    rows = []
-    for i, row in manifest.iterrows():
-        eq = int(row["equalisation"]) if str(row.get("equalisation", "")).strip() else default_equalisation
-        base = {k: row[k] for k in manifest.columns}
-        try:
-            for ear_row in score_pair(row["reference"], row["processed"],
-                                      audiogram=parse_audiogram(row["audiogram"]),
-                                      spl_db=float(row["spl_db"]), equalisation=eq, backend=backend):
-                rows.append({**base, "row": i, "ear": ear_row["ear"], "haaqi": ear_row["haaqi"],
-                             "seconds": ear_row["seconds"], "backend": ear_row["backend"],
-                             "status": "ok", "error": ""})
-        except BenchError as exc:
-            rows.append({**base, "row": i, "ear": "", "haaqi": np.nan, "seconds": np.nan,
-                         "backend": backend, "status": "error", "error": str(exc)})
-        if on_row:
-            on_row()
-    return pd.DataFrame(rows)
+                   default_equalisation: int = 2, workers: int = 0,
+                   on_row: Callable[[], None] | None = None) -> pd.DataFrame:
+    """Score every manifest row per ear, in the manifest's order.
+
+    Args:
+        workers: 0 scores in this process; N > 0 uses N worker processes (one thread each).
+        on_row: called after each manifest row is scored (progress).
+    """
+    tasks = [(i, {k: row[k] for k in manifest.columns}, backend, default_equalisation)
+             for i, row in manifest.iterrows()]
+    results: list[list[dict]] = []
+    if workers <= 0:
+        for task in tasks:
+            results.append(_score_row(task))
+            if on_row:
+                on_row()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from benchmark.executors import _init_worker
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
+            for rows in pool.map(_score_row, tasks):  # map keeps the manifest's order
+                results.append(rows)
+                if on_row:
+                    on_row()
+    return pd.DataFrame([r for rows in results for r in rows])

@@ -49,6 +49,12 @@ def test_manifest_keeps_order_and_reports_failures(tmp_path, pair_files):
     assert scores["status"].tolist() == ["ok", "ok", "error", "error"]
     assert "not found" in scores.loc[2, "error"] and "channel" in scores.loc[3, "error"]
     assert {"haaqi", "seconds", "backend"} <= set(scores.columns)
+    # a worker pool gives the same scores in the same order
+    out2 = tmp_path / "scores2.csv"
+    assert _invoke("haaqi", "--manifest", manifest, "--out", out2, "--backend", BACKEND,
+                   "--workers", "2").exit_code == 0
+    pooled = pd.read_csv(out2)
+    assert pooled["haaqi"].equals(scores["haaqi"]) and pooled["row"].tolist() == [0, 0, 1, 2]
 
 
 @pytest.mark.parametrize("args, message", [
