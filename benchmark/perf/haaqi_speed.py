@@ -88,12 +88,22 @@ def run_fast(reference, processed, kw):
     return fast.haaqi(reference=reference, processed=processed, **kw)
 
 
+_CPU: dict = {}
+
+
 def _median_time(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+    """Median wall time; the median CPU time of the process goes to ``_CPU["last"]``.
+
+    The CPU time is the robust figure on a shared machine (other processes'
+    load stretches wall time, hardly CPU time).
+    """
+    times, cpu, result = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    _CPU["last"] = statistics.median(cpu)
     return statistics.median(times), result
 
 
@@ -104,15 +114,21 @@ def time_length(length_s: float, repeats: int, batch: int, batch_repeats: int) -
     procs = processed_versions(reference, max(batch, 1))
     kw = _kwargs(reference)
     t_py, s_py = _median_time(lambda: run_pyclarity(reference, procs[0], kw), repeats)
+    c_py = _CPU["last"]
     t_fast, s_fast = _median_time(lambda: run_fast(reference, procs[0], kw), repeats)
+    c_fast = _CPU["last"]
     row = {"length_s": length_s, "pyclarity_s": t_py, "fast_s": t_fast, "ratio": t_py / t_fast,
+           "pyclarity_cpu_s": c_py, "fast_cpu_s": c_fast, "ratio_cpu": c_py / c_fast,
            "haaqi_pyclarity": s_py.haaqi, "haaqi_fast": s_fast.haaqi}
     if batch > 1:
         t_py_b, _ = _median_time(lambda: [run_pyclarity(reference, p, kw) for p in procs], batch_repeats)
+        c_py_b = _CPU["last"]
         t_fast_b, many = _median_time(
             lambda: fast.score_many(reference=reference, processed_list=procs, **kw), repeats)
+        c_fast_b = _CPU["last"]
         row.update(batch=batch, pyclarity_batch_s=t_py_b, fast_batch_s=t_fast_b,
-                   batch_ratio=t_py_b / t_fast_b)
+                   batch_ratio=t_py_b / t_fast_b, pyclarity_batch_cpu_s=c_py_b, fast_batch_cpu_s=c_fast_b,
+                   batch_ratio_cpu=c_py_b / c_fast_b)
     return row
 
 
@@ -194,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                  f"{row['batch_ratio']:>6.1f}x" if "batch" in row else " " * 37)
         print(f"{length:>6g}s {row['pyclarity_s']:>9.2f}s {row['fast_s']:>7.3f}s {row['ratio']:>6.1f}x | "
               f"{batch} | {row['haaqi_pyclarity']:.9f} / {row['haaqi_fast']:.9f}", flush=True)
+        cpu_batch = (f"batch {row['pyclarity_batch_cpu_s']:.2f}s / {row['fast_batch_cpu_s']:.3f}s = "
+                     f"{row['batch_ratio_cpu']:.1f}x" if "batch" in row else "")
+        print(f"{'':>7} CPU time: single {row['pyclarity_cpu_s']:.2f}s / {row['fast_cpu_s']:.3f}s = "
+              f"{row['ratio_cpu']:.1f}x; {cpu_batch}", flush=True)
 
     for impl, r in results["first_call"].items():
         print(f"first call, fresh process, {impl:<16}: import {r['import_s']:.2f}s, first 1-s call "

@@ -5,7 +5,10 @@ pyclarity's ``haaqi_v1`` (numpy's global state seeded first, audiogram at the
 6 HAAQI frequencies) and the fast HAAQI with the same seed, both from the raw
 signals at the case's sample rate, and compares the combined index and the 4
 features. The whole battery must agree within max |d| <= 1e-3 and
-mean |d| <= 2e-4 on the combined index; in practice the difference is ~1e-10.
+mean |d| <= 2e-4 on the combined index. The fast HAAQI's default threshold
+noise is not pyclarity's stream (see benchmark.haaqi.fast.noise), so the
+differences are of the size of pyclarity's own seed-to-seed variation
+(~1e-7..1e-5 here); with noise="numpy-legacy" they are ~1e-9.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from benchmark.haaqi import fast
 
 FEATURES = ("cep_high", "bm_sync5", "d_loud", "d_norm")
 TOL_COMBINED = 1e-3
-TOL_FEATURE = 2e-3
+# Default ("fast") noise is another stream than numpy's, so features differ at the level of
+# pyclarity against itself with another seed (up to 2.2e-3); 5e-3 still catches a wrong term.
+TOL_FEATURE = 5e-3
+# With noise="numpy-legacy" the draws are numpy's own: the model must then agree exactly.
+TOL_LEGACY = 1e-6
 
 
 def music(duration_s: float, rate: int, seed: int) -> np.ndarray:
@@ -189,10 +196,14 @@ def _result(case: Case) -> dict[str, float]:
     """|fast - pyclarity| for the combined index and each feature, plus both values."""
     reference, processed, levels, level1 = _signals(case)
     want = _pyclarity(reference, processed, case.rate, levels, level1, case.equalisation, case.seed)
-    got = fast.haaqi(reference=reference, processed=processed, sample_rate_hz=case.rate,
-                     levels_db_hl=levels, level1_db_spl=level1, equalisation=case.equalisation,
-                     seed=case.seed).as_dict()
-    return {**{k: abs(got[k] - want[k]) for k in want}, "pyclarity": want["haaqi"], "fast": got["haaqi"]}
+    kwargs = dict(reference=reference, processed=processed, sample_rate_hz=case.rate,
+                  levels_db_hl=levels, level1_db_spl=level1, equalisation=case.equalisation,
+                  seed=case.seed)
+    got = fast.haaqi(**kwargs).as_dict()
+    legacy = fast.haaqi(**kwargs, noise="numpy-legacy").as_dict()
+    return {**{k: abs(got[k] - want[k]) for k in want},
+            **{f"legacy_{k}": abs(legacy[k] - want[k]) for k in want},
+            "pyclarity": want["haaqi"], "fast": got["haaqi"]}
 
 
 def _check_case(case: Case) -> None:
@@ -200,6 +211,8 @@ def _check_case(case: Case) -> None:
     assert res["haaqi"] <= TOL_COMBINED, (case.id, res)
     for name in FEATURES:
         assert res[name] <= TOL_FEATURE, (case.id, name, res)
+    for name in ("haaqi", *FEATURES):  # same model, same draws -> same numbers
+        assert res[f"legacy_{name}"] <= TOL_LEGACY, (case.id, name, res)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -236,34 +249,90 @@ def test_battery_summary():
 
 # pyclarity's own regression values (tests/evaluator/haaqi/test_haaqi.py in claritychallenge/clarity):
 # the threshold noise continues numpy's stream after the two uniform draws, so the fast
-# HAAQI is given that RandomState.
-@pytest.mark.parametrize("seed, levels, expected", [
+# HAAQI is given that RandomState, in the numpy-legacy noise mode.
+REGRESSION = [
     (0, [45, 45, 35, 45, 60, 65], 0.111290948),
     (42, [10, 20, 30, 40, 50, 60], 0.113759275),
-])
-def test_pyclarity_regression_values(seed, levels, expected):
+]
+
+
+def _regression_signals(seed):
     rs = np.random.RandomState(seed)
     first = rs.uniform(-1, 1, 8000)
     second = rs.uniform(-1, 1, 8000)
     # haaqi_v1's test uses (reference, processed) = (first, second); compute_haaqi's test
     # draws the processed signal first.
     reference, processed = (first, second) if seed == 0 else (second, first)
+    return rs, reference, processed
+
+
+@pytest.mark.parametrize("seed, levels, expected", REGRESSION)
+def test_pyclarity_regression_values(seed, levels, expected):
+    rs, reference, processed = _regression_signals(seed)
     score = fast.haaqi(reference=reference, processed=processed, sample_rate_hz=16000,
-                       levels_db_hl=levels, level1_db_spl=65.0, equalisation=1, seed=rs)
+                       levels_db_hl=levels, level1_db_spl=65.0, equalisation=1, seed=rs,
+                       noise="numpy-legacy")
     assert score.haaqi == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("seed, levels, expected", REGRESSION)
+def test_pyclarity_regression_values_default_noise(seed, levels, expected):
+    """Default (fast) noise: as close as another pyclarity seed would be.
+
+    On these 0.5-s full-band noise signals with a severe loss the threshold
+    noise matters more than on music: over seeds 0..19 pyclarity's own HAAQI
+    spreads by a standard deviation of 4e-5 and up to 1.5e-4 around the
+    regression value, and the fast noise gives the same spread. So the bound
+    here is 3e-4, not the 1e-5 one might hope for.
+    """
+    _, reference, processed = _regression_signals(seed)
+    score = fast.haaqi(reference=reference, processed=processed, sample_rate_hz=16000,
+                       levels_db_hl=levels, level1_db_spl=65.0, equalisation=1, seed=seed)
+    assert score.haaqi == pytest.approx(expected, abs=3e-4)
+
+
 def test_seed_matches_fresh_global_seed():
-    """An int seed gives the draws of np.random.seed(seed); the global state is untouched."""
+    """An int seed in numpy-legacy mode gives the draws of np.random.seed(seed); the global state is untouched."""
     rs = np.random.RandomState(0)
     x, y = rs.uniform(-1, 1, 8000), rs.uniform(-1, 1, 8000)
     np.random.seed(99)
     before = np.random.get_state()[1].copy()
-    got = fast.haaqi(reference=x, processed=y, sample_rate_hz=16000, levels_db_hl=[45, 45, 35, 45, 60, 65],
-                     level1_db_spl=65.0, equalisation=1, seed=0).haaqi
+    kw = dict(reference=x, processed=y, sample_rate_hz=16000, levels_db_hl=[45, 45, 35, 45, 60, 65],
+              level1_db_spl=65.0, equalisation=1, seed=0)
+    got = fast.haaqi(**kw, noise="numpy-legacy").haaqi
+    default = fast.haaqi(**kw).haaqi
     assert np.array_equal(np.random.get_state()[1], before)
     want = _pyclarity(x, y, 16000, [45, 45, 35, 45, 60, 65], 65.0, 1, 0)["haaqi"]
     assert got == pytest.approx(want, abs=1e-9)
+    assert default == pytest.approx(want, abs=3e-4)
+    assert fast.haaqi(**kw).haaqi == default            # reproducible
+    assert fast.haaqi(**{**kw, "seed": 1}).haaqi != default
+
+
+def test_noise_modes_checked():
+    from benchmark.errors import BenchError
+
+    x = music(0.5, 16000, 0)
+    kw = dict(reference=x, processed=x, sample_rate_hz=16000, levels_db_hl=[20] * 6,
+              level1_db_spl=65.0, equalisation=1)
+    with pytest.raises(BenchError, match="noise"):
+        fast.haaqi(**kw, seed=0, noise="mt")
+    with pytest.raises(BenchError, match="numpy-legacy"):
+        fast.haaqi(**kw, seed=np.random.RandomState(0))
+
+
+def test_fast_noise_substreams():
+    """Band k of each side has its own stream, independent of n and of the other bands."""
+    from benchmark.haaqi.fast.noise import band_noise
+
+    a, b = band_noise(7, 1000), band_noise(7, 500)
+    r3 = a.reference(3, np.empty(1000))
+    assert np.array_equal(b.reference(3, np.empty(500)), r3[:500])
+    p3 = a.processed(3, np.empty(1000))
+    assert not np.allclose(p3, r3)
+    assert abs(np.corrcoef(p3, r3)[0, 1]) < 0.15
+    big = band_noise(7, 200000).reference(0, np.empty(200000))
+    assert abs(big.mean()) < 0.01 and abs(big.std() - 1) < 0.01
 
 
 def test_noise_stream_equals_numpy():

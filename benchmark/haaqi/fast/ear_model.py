@@ -25,7 +25,7 @@ import scipy.fft as sfft
 from scipy.signal import butter, cheby2, lfilter, oaconvolve, resample_poly
 
 from benchmark.haaqi.fast import filters
-from benchmark.haaqi.fast.noise import GaussStream
+from benchmark.haaqi.fast.noise import band_noise
 
 RATE_HZ = 24000
 N_BANDS = 32
@@ -184,7 +184,10 @@ class LagSearch:
 
     The reference is cut into blocks whose spectra are kept; a processed signal
     is correlated block by block (overlap-save) and the spectra are summed, so
-    only the 2*lags needed lags are formed, with FFTs of ``nfft`` points.
+    only the 2*lags needed lags are formed, with FFTs of ``nfft`` points. The
+    blocks are zero-padded here (scipy's ``n=`` padding is several times
+    slower), and the processed signal's padded buffer is kept for the next
+    call (score_many aligns many processed signals to the same reference band).
     """
 
     def __init__(self, reference: np.ndarray, lags: int = ALIGN_LAGS, nfft: int = 16384):
@@ -197,15 +200,20 @@ class LagSearch:
         self.nfft = nfft
         self.block = nfft - span
         self.nblocks = -(-n // self.block)
-        padded = np.zeros(self.nblocks * self.block)
-        padded[:n] = reference
-        blocks = padded.reshape(self.nblocks, self.block)
-        self.spec = np.conj(sfft.rfft(blocks, nfft, axis=1))
+        blocks = np.zeros((self.nblocks, nfft))
+        for b in range(self.nblocks):
+            chunk = reference[b * self.block:(b + 1) * self.block]
+            blocks[b, :chunk.size] = chunk
+        self.spec = sfft.rfft(blocks, axis=1)
+        np.conjugate(self.spec, out=self.spec)
+        self._padded = None
 
     def delay(self, output: np.ndarray) -> int:
         """The advance d maximising sum_n ref[n] out[n + d], d in [-lags, lags-1] (ties: largest d)."""
         lags, block, nfft = self.lags, self.block, self.nfft
-        padded = np.zeros(lags + self.nblocks * block + nfft)
+        if self._padded is None:
+            self._padded = np.zeros(lags + self.nblocks * block + nfft)
+        padded = self._padded
         padded[lags:lags + self.n] = output
         segs = np.lib.stride_tricks.as_strided(
             padded, shape=(self.nblocks, nfft), strides=(block * 8, 8), writeable=False)
@@ -236,7 +244,7 @@ class _Side:
         n = middle.size
         self.mid = middle
         self.ctrl, self.env, self.bm = np.empty(n), np.empty(n), np.empty(n)
-        self.db, self.bm_out = np.empty(n), np.empty(n)
+        self.db, self.bm_out, self.scratch = np.empty(n), np.empty(n), np.empty(n)
         self.noise = np.empty(n) if not with_cov else None
         self.out = BandOutputs(np.empty((N_BANDS, n_env)), np.empty(N_BANDS), np.empty(N_BANDS),
                                np.empty((N_BANDS, n_cov)) if with_cov else None)
@@ -251,15 +259,16 @@ class _Side:
         if bandwidth is None:
             bandwidth = bandwidth_for_level(ms_ctrl, ear.bandwidth_min[k], ear.bandwidth_max[k], level1)
         comp = np.array([level1, ear.attn_ohc_db[k], ear.low_knee_db[k], ear.ratio[k], *lowpass])
+        filters.compression_gain(self.ctrl, comp, self.scratch)
         ms_env = filters.gammatone_compressed(self.mid, bandwidth, ear.centre_hz[k], float(RATE_HZ),
-                                              self.ctrl, comp, self.env, self.bm)
+                                              self.scratch, comp, self.env, self.bm)
         self.out.mean_env[k] = math.sqrt(ms_env)
         self.out.mean_control[k] = math.sqrt(ms_ctrl)
         return bandwidth
 
     def hair_cell_band(self, k, ear: Cochlea, level1, shift, noise: np.ndarray):
         params = np.array([level1, ear.attn_ihc_db[k], 10 ** ((IHC_NOISE_DB - level1) / 20), float(RATE_HZ)])
-        filters.hair_cell(self.env, self.bm, params, int(shift), noise, self.db, self.bm_out)
+        filters.hair_cell(self.env, self.bm, params, int(shift), noise, self.scratch, self.db, self.bm_out)
         filters.env_smooth(self.db, ENV_SEGMENT, self.out.smooth_db[k])
 
 
@@ -283,12 +292,13 @@ def reference_bandwidths(ref_mid: np.ndarray, ear_ref: Cochlea, level1: float,
 
 
 def run(ref_mid: np.ndarray, proc_mids: list[np.ndarray], ear: Cochlea, level1: float,
-        seed: int | np.random.RandomState) -> tuple[BandOutputs, list[BandOutputs], np.ndarray]:
+        seed: int | np.random.RandomState, noise: str = "fast"
+        ) -> tuple[BandOutputs, list[BandOutputs], np.ndarray]:
     """Cochlear outputs of a reference and of processed signals aligned to it.
 
-    The noise for band k of the reference is draws k*n .. (k+1)*n-1 of the
-    seeded stream, and for band k of every processed signal draws
-    (32+k)*n .. (33+k)*n-1, as in one pyclarity call with that seed.
+    The threshold noise comes from :func:`.noise.band_noise` (``noise`` and
+    ``seed`` as there): every processed signal gets the same draws, those of
+    a single call.
 
     Returns:
         (reference outputs, processed outputs, reference BM mean squares (32, n_cov)).
@@ -302,16 +312,14 @@ def run(ref_mid: np.ndarray, proc_mids: list[np.ndarray], ear: Cochlea, level1: 
     lowpass = (b[0], b[1], a[1])
     ref_bw, ref_controls = reference_bandwidths(ref_mid, ear, level1)
     shifts = group_delay_shifts(ref_bw, ear.centre_hz)
-    ref_stream = GaussStream(seed)
-    proc_stream = GaussStream(seed)
-    proc_stream.skip(N_BANDS * n)
+    draws = band_noise(seed, n, noise)
     proc_noise = np.empty(n)
     for k in range(N_BANDS):
         ref.cochlea_band(k, ref_bw[k], ear, level1, lowpass,
                          None if ref_controls is None else ref_controls[k])
         env_search, bm_search = LagSearch(ref.env), LagSearch(ref.bm)
-        ref.hair_cell_band(k, ear, level1, shifts[k], ref_stream.fill(ref.noise))
-        proc_stream.fill(proc_noise)        # the same draws for every processed signal
+        ref.hair_cell_band(k, ear, level1, shifts[k], draws.reference(k, ref.noise))
+        draws.processed(k, proc_noise)        # the same draws for every processed signal
         for p in procs:
             p.cochlea_band(k, None, ear, level1, lowpass)
             p.env[:] = _shift(p.env, env_search.delay(p.env))
