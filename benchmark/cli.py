@@ -32,7 +32,7 @@ def _mount_haaqinet() -> None:
 _mount_haaqinet()
 
 DEFAULT_PROCESSORS = "unprocessed,nalr,nalr-agc,camfit-wdrc"
-DEFAULT_AUDIOGRAMS = "N2,N3,S2"
+DEFAULT_AUDIOGRAMS = "N3"
 DEFAULT_SPLS = "55,65,75"
 
 
