@@ -76,6 +76,10 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
     lines += ["", "## Ranking by mean HAAQI", "",
               "Mean HAAQI over clips, listeners, ears and SPLs; 95 % CI by cluster bootstrap "
               f"over clips ({N_BOOTSTRAP} resamples). Cells: mean (n trials).", ""]
+    if "reference" in table and (table["reference"] == "nalr").all():
+        lines += ["Under the `nalr` reference convention the reference is the clean excerpt "
+                  "through NAL-R for the ear, so the `nalr` processor reproduces the reference "
+                  "and marks HAAQI's ceiling (about 0.999) rather than competing.", ""]
     header = ["Rank", "Processor", "HAAQI", "95% CI"] + [_fmt_spl(s) for s in spls] + severities + ["n", "errors"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---:", ":---", "---:", ":---:"] + ["---:"] * (len(header) - 4)) + "|")
