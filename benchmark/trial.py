@@ -246,4 +246,14 @@ def run_job(inp: JobInput) -> list[dict]:
                 })
                 _add_prediction(row, predictions.get((pid, ear)), haaqinet_s)
                 rows[(pid, ear)] = row
+    peak = _peak_rss_mib()
+    for row in rows.values():
+        row["worker_peak_rss_mib"] = peak
     return [rows[(pid, ear)] for pid in job.processor_ids for ear in job.ears]
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this (worker) process so far, in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
