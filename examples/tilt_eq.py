@@ -2,7 +2,7 @@
 
 Use it without installing anything:
 
-    bench run --processor examples/tilt_eq.py:TiltEQ,nalr --param TiltEQ.gain_db=10
+    bench run --processor examples/tilt_eq.py:TiltEQ,nalr --param examples/tilt_eq.py:TiltEQ.gain_db=10
 
 or register it from your own package's pyproject.toml:
 
