@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 
 import torch
 from torch import nn
@@ -39,6 +40,7 @@ BUILTIN: dict[str, str] = {
     "mel": "haaqinet.frontends:MelFrontend",
     "beats": "haaqinet.beats:BEATsFrontend",
     "hf": "haaqinet.hf:HFFrontend",
+    "auditory": "haaqinet.frontends:AuditoryFrontend",
 }
 
 
@@ -49,6 +51,7 @@ class Frontend(nn.Module):
     external_weights = False
     weights_arg: str | None = None
     wants_calibrated_input = False
+    wants_audiogram = False
     n_layers: int
     dim: int
     frames_per_second: float
@@ -203,3 +206,145 @@ class MelFrontend(Frontend):
             frames = 0 if frames == 0 else (frames - 1) // s + 1
         return frames
 
+
+
+#: Reference equivalent threshold sound pressure levels (dB SPL at 0 dB HL; ISO 389-7 free field,
+#: rounded) at the audiogram frequencies 250..8000 Hz, used to turn dB HL into dB SPL thresholds.
+RETSPL_DB = (11.4, 4.4, 2.4, -1.3, -5.8, -5.4, 4.3, 12.6)
+_AUDIOGRAM_HZ = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
+
+
+def _erb_rate(f_hz):
+    return 21.4 * math.log10(1.0 + 0.00437 * f_hz)
+
+
+def _erb_rate_inv(e):
+    return (10.0 ** (e / 21.4) - 1.0) / 0.00437
+
+
+class AuditoryFrontend(Frontend):
+    """Front end ``auditory``: a calibrated ERB-spaced filterbank read against the listener's thresholds.
+
+    A fixed (parameter-free) part computes, every 20 ms (STFT: 32-ms Hann window,
+    20-ms hop, centred), four maps of ``n_bands`` ERB-spaced triangular bands from
+    ``f_min_hz`` to ``f_max_hz``:
+
+    * ``level``: band level in dB SPL of the calibrated waveform (RMS 1.0 = 100 dB SPL,
+      :func:`calibrate_to_spl`), floored at -10 dB SPL, as ``(L - 50) / 20``;
+    * ``sensation``: the level above the listener's threshold in that band,
+      ``L - (HL(f) + RETSPL(f))`` with the audiogram interpolated in log frequency,
+      floored at -30 dB, divided by 20 (audibility: the part of the music the impaired
+      ear can hear);
+    * ``threshold``: the band's threshold in dB SPL, ``(T - 40) / 30``;
+    * ``flatness``: the band's spectral flatness in dB (geometric / arithmetic mean
+      of the bin powers), divided by 10 (noise and distortion fill in the harmonic
+      fine structure, raising it).
+
+    No per-utterance or per-frame normalisation touches them, so absolute level
+    reaches the network. The learned part adds clip statistics (mean and standard
+    deviation over time of every map, and of the frame-to-frame change of the
+    level: the envelope modulation that noise and compression flatten), projected
+    and added to every frame, then a conv stem (kernel 3; ``log2(stride)`` of its
+    convolutions halve the frame rate: 50 / stride frames per second) and
+    ``n_layers - 1`` pre-norm transformer layers.
+
+    The fixed part needs the audiogram, so this front end has ``wants_audiogram``;
+    :meth:`precompute` exposes it so training can cache it, and
+    :meth:`forward_features` runs the learned part on it.
+    """
+
+    external_weights = False
+    wants_calibrated_input = True
+    wants_audiogram = True
+    N_FFT, HOP = 512, 320
+    N_MAPS = 4
+
+    def __init__(self, n_bands: int = 48, f_min_hz: float = 80.0, f_max_hz: float = 7800.0, dim: int = 128,
+                 n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1):
+        super().__init__()
+        if n_layers < 1 or dim % n_heads:
+            raise BenchError(
+                f"auditory front end: need n_layers >= 1 and dim divisible by n_heads (got {n_layers}, {dim}/{n_heads})"
+            )
+        if stride not in (1, 2, 4, 8):
+            raise BenchError(f"auditory front end: stride must be 1, 2, 4 or 8 (got {stride})")
+        self.n_bands, self.n_layers, self.dim, self.stride = n_bands, n_layers, dim, stride
+        self._n_halvings = int(round(math.log2(stride)))
+        self.frames_per_second = self.sample_rate_hz / self.HOP / stride
+        e = torch.linspace(_erb_rate(f_min_hz), _erb_rate(f_max_hz), n_bands + 2, dtype=torch.float64)
+        edges = (10.0 ** (e / 21.4) - 1.0) / 0.00437  # band edges/centres in Hz
+        freqs = torch.arange(self.N_FFT // 2 + 1, dtype=torch.float64) * self.sample_rate_hz / self.N_FFT
+        lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+        tri = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0.0)
+        nearest = torch.argmin((freqs[None, :] - mid).abs(), dim=1)  # narrow low bands keep their nearest bin
+        tri[torch.arange(n_bands), nearest] = torch.clamp(tri[torch.arange(n_bands), nearest], min=1.0)
+        self.register_buffer("bands", tri.float(), persistent=False)  # (n_bands, n_bins)
+        centres = mid[:, 0].clamp(min=_AUDIOGRAM_HZ[0], max=_AUDIOGRAM_HZ[-1]).log()
+        grid = torch.tensor(_AUDIOGRAM_HZ, dtype=torch.float64).log()
+        j = torch.searchsorted(grid, centres).clamp(1, len(grid) - 1)
+        w = (centres - grid[j - 1]) / (grid[j] - grid[j - 1])
+        interp = torch.zeros(n_bands, len(grid), dtype=torch.float64)
+        interp[torch.arange(n_bands), j - 1] = 1 - w
+        interp[torch.arange(n_bands), j] = w
+        self.register_buffer("interp", interp.float(), persistent=False)  # (n_bands, 8)
+        self.register_buffer("retspl", torch.tensor(RETSPL_DB), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.N_FFT, periodic=True), persistent=False)
+        n_in = self.N_MAPS * n_bands
+        self.stats = nn.Linear(2 * n_in + n_bands, dim)
+        stem = [nn.Conv1d(n_in, dim, kernel_size=3, padding=1), nn.GELU()]
+        for _ in range(self._n_halvings):  # each halves the frame rate
+            stem += [nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1), nn.GELU()]
+        self.stem = nn.Sequential(*stem)
+        self.pos_conv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.stem_norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, n_heads, ffn_dim, dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(n_layers - 1)
+        )
+
+    def thresholds_db_spl(self, audiogram_db_hl: torch.Tensor) -> torch.Tensor:
+        """(B, 8) dB HL -> (B, n_bands) threshold in dB SPL at each band centre."""
+        return (audiogram_db_hl.float() + self.retspl) @ self.interp.T
+
+    def precompute(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor) -> torch.Tensor:
+        """The fixed maps: calibrated (B, n) and (B, 8) dB HL -> (B, T, 4 * n_bands)."""
+        spec = torch.stft(waveform_16k.float(), self.N_FFT, self.HOP, window=self.window, center=True,
+                          return_complex=True)  # (B, n_bins, T)
+        scale = torch.full((spec.shape[1], 1), 2.0, device=spec.device)
+        scale[0], scale[-1] = 1.0, 1.0
+        power = spec.real.square().add(spec.imag.square()) * scale / (self.N_FFT * self.window.square().sum())
+        band = torch.einsum("kf,bft->btk", self.bands, power)  # (B, T, n_bands)
+        level = 10.0 * torch.log10(band + 1e-13) + CALIBRATED_DB_SPL_AT_RMS1
+        level = level.clamp(min=-10.0)
+        norm = self.bands.sum(dim=1)  # (n_bands,)
+        log_geo = torch.einsum("kf,bft->btk", self.bands, torch.log(power + 1e-13)) / norm
+        flat_db = 10.0 / math.log(10.0) * (log_geo - torch.log(band / norm + 1e-13))
+        thr = self.thresholds_db_spl(audiogram_db_hl)[:, None, :].expand_as(level)  # (B, T, n_bands)
+        return torch.cat([(level - 50.0) / 20.0, (level - thr).clamp(min=-30.0) / 20.0,
+                          (thr - 40.0) / 30.0, flat_db.clamp(min=-30.0) / 10.0], dim=2)
+
+    def forward_features(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """The learned part: (B, T, 4 * n_bands) maps -> n_layers hidden states, each (B, T', dim)."""
+        feats = feats.float()
+        level = feats[..., :self.n_bands]
+        stats = torch.cat([feats.mean(dim=1), feats.std(dim=1),
+                           (level[:, 1:] - level[:, :-1]).abs().mean(dim=1)], dim=1)  # (B, 2 * n_in + n_bands)
+        x = self.stem(feats.transpose(1, 2))  # (B, dim, T')
+        x = x + self.stats(stats).unsqueeze(2)
+        x = self.stem_norm((x + self.pos_conv(x)).transpose(1, 2))  # (B, T', dim)
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x)
+            hidden.append(x)
+        return hidden
+
+    def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor) -> list[torch.Tensor]:
+        """(B, n) calibrated, (B, 8) dB HL -> n_layers hidden states, each (B, T', dim)."""
+        return self.forward_features(self.precompute(waveform_16k, audiogram_db_hl))
+
+    def n_frames(self, n_samples: int) -> int:
+        frames = n_samples // self.HOP + 1
+        for _ in range(self._n_halvings):  # kernel 3, stride 2, padding 1
+            frames = (frames - 1) // 2 + 1
+        return frames

@@ -131,18 +131,41 @@ class HAAQINet(nn.Module):
                 f"clip of {waveform_16k.shape[1]} samples is too short for the {self._args['frontend']} front end"
             )
 
-    def encode(self, waveform_16k: torch.Tensor, spl_db: torch.Tensor) -> torch.Tensor:
-        """Front end and weighted layer sum: (B, n) -> (B, T, D)."""
+    def precompute(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor,
+                   spl_db: torch.Tensor) -> torch.Tensor:
+        """The front end's fixed (parameter-free) features, for front ends that have them (``auditory``).
+
+        Training caches them once and passes them to :meth:`forward` as ``features``.
+        """
+        if not hasattr(self.frontend, "precompute"):
+            raise BenchError(f"the {self._args['frontend']} front end has no fixed features to precompute")
         if self.frontend.wants_calibrated_input:
             waveform_16k = calibrate_to_spl(waveform_16k, spl_db)
+        return self.frontend.precompute(waveform_16k, audiogram_db_hl)
+
+    def encode(self, waveform_16k: torch.Tensor | None, spl_db: torch.Tensor,
+               audiogram_db_hl: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Front end and weighted layer sum: (B, n) -> (B, T, D).
+
+        ``features``: the output of :meth:`precompute` instead of the waveform.
+        """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_frontend):
-            hidden = self.frontend(waveform_16k)  # L x (B, T, D)
+            if features is not None:
+                hidden = self.frontend.forward_features(features)
+            else:
+                if self.frontend.wants_calibrated_input:
+                    waveform_16k = calibrate_to_spl(waveform_16k, spl_db)
+                if getattr(self.frontend, "wants_audiogram", False):
+                    hidden = self.frontend(waveform_16k, audiogram_db_hl)
+                else:
+                    hidden = self.frontend(waveform_16k)  # L x (B, T, D)
         stacked = torch.stack([norm(h) for norm, h in zip(self.layer_norms, hidden)])  # (L, B, T, D)
         weights = F.softmax(self.layer_weights, dim=0)  # (L,)
         return torch.einsum("l,lbtd->btd", weights, stacked)  # (B, T, D)
 
     def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor, spl_db: torch.Tensor,
-                n_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                n_samples: torch.Tensor | None = None, *,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict HAAQI.
 
         Args:
@@ -152,11 +175,15 @@ class HAAQINet(nn.Module):
             n_samples: optional int tensor (B,), unpadded lengths; padded frames are
                 ignored by the BLSTM, the attention and the clip mean.
 
+            features: optional (B, T_f, F), the output of :meth:`precompute` for these clips; then
+                ``waveform_16k`` is not used (it may be None) and ``n_samples`` must be None.
+
         Returns:
             clip_score: (B,) in (0, 1); frame_scores: (B, T) in (0, 1) (padded frames are 0).
         """
-        self._check(waveform_16k, audiogram_db_hl, spl_db)
-        x = self.adapter(self.encode(waveform_16k, spl_db))  # (B, T, adapter_dim)
+        if features is None:
+            self._check(waveform_16k, audiogram_db_hl, spl_db)
+        x = self.adapter(self.encode(waveform_16k, spl_db, audiogram_db_hl, features))  # (B, T, adapter_dim)
         n_frames = x.shape[1]
         cond = [audiogram_db_hl.to(x.dtype) / AUDIOGRAM_SCALE_DB]  # (B, 8)
         if self.use_spl:
@@ -182,8 +209,11 @@ class HAAQINet(nn.Module):
 
 
 def haaqinet_loss(clip_pred: torch.Tensor, frame_pred: torch.Tensor, target: torch.Tensor,
-                  frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  frame_mask: torch.Tensor | None = None, high_weight: float = 0.0) -> torch.Tensor:
     """Clip MSE plus frame MSE against the clip label (the paper's loss).
+
+    ``high_weight`` > 0 weights each item by ``1 + high_weight * target ** 4`` (mean weight
+    normalised to 1 per batch), so the dense labels near 1 (clean aided music) count more.
 
     Args:
         clip_pred: (B,) predicted clip scores.
@@ -194,8 +224,12 @@ def haaqinet_loss(clip_pred: torch.Tensor, frame_pred: torch.Tensor, target: tor
     Returns:
         scalar tensor.
     """
-    clip_loss = F.mse_loss(clip_pred, target)
-    frame_err = (frame_pred - target.unsqueeze(1)).square()  # (B, T)
+    w = torch.ones_like(target)
+    if high_weight:
+        w = 1.0 + high_weight * target.square().square()
+        w = w / w.mean()
+    clip_loss = (w * (clip_pred - target).square()).mean()
+    frame_err = (frame_pred - target.unsqueeze(1)).square() * w.unsqueeze(1)  # (B, T)
     if frame_mask is None:
         return clip_loss + frame_err.mean()
     frame_mask = frame_mask.to(frame_err.dtype)

@@ -29,7 +29,7 @@ import numpy as np
 from benchmark.errors import AudioError, BenchError
 
 #: The shipped default checkpoint.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-mel.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 MODEL_RATE_HZ = 16000
 #: Lowest accepted input sample rate in Hz (below it the 16-kHz model would see an empty upper band).
 MIN_RATE_HZ = 8000
@@ -92,7 +92,7 @@ class Predictor:
     """A loaded HAAQI-Net: predictions for arrays, files and manifests.
 
     Args:
-        checkpoint: a checkpoint path (default: the shipped ``haaqinet-mel.pt``).
+        checkpoint: a checkpoint path (default: the shipped ``haaqinet-auditory.pt``).
         device: torch device string.
         batch_size: clips per forward pass.
         frontend_path: where an external encoder (beats/hf) now lives, if it moved.

@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     workers: int = 1
+    high_weight: float = 0.0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,6 +80,44 @@ def _arrays(folder, df, workers):
             df["judged_db_spl"].to_numpy(np.float32), df["haaqi"].to_numpy(np.float32))
 
 
+def precompute_features(model, waveforms, audiograms, spl_db, *, batch_size: int = 128, device: str = "cpu",
+                        dtype=np.float16) -> np.ndarray:
+    """The front end's fixed features of every item (front ends with ``precompute``, e.g. ``auditory``).
+
+    Returns:
+        (n_items, T, F) array (float16 by default: the maps are O(1), 1e-3 resolution is plenty).
+    """
+    import torch
+
+    out = None
+    with torch.inference_mode():
+        for i in range(0, len(waveforms), batch_size):
+            sl = slice(i, i + batch_size)
+            f = model.precompute(torch.as_tensor(np.asarray(waveforms[sl], dtype=np.float32), device=device),
+                                 torch.as_tensor(np.asarray(audiograms[sl], dtype=np.float32), device=device),
+                                 torch.as_tensor(np.asarray(spl_db[sl], dtype=np.float32), device=device))
+            if out is None:
+                out = np.zeros((len(waveforms),) + tuple(f.shape[1:]), dtype=dtype)
+            out[sl] = f.cpu().numpy()
+    return out
+
+
+def predict_features(model, features, audiograms, spl_db, *, batch_size: int = 128, device: str = "cpu"):
+    """Clip scores from precomputed features (see :func:`precompute_features`): float64 (n_items,)."""
+    import torch
+
+    model = model.to(device).eval()
+    out = np.zeros(len(features))
+    with torch.inference_mode():
+        for i in range(0, len(features), batch_size):
+            sl = slice(i, i + batch_size)
+            f = torch.as_tensor(np.asarray(features[sl]), device=device).float()
+            clip, _ = model(None, torch.as_tensor(np.asarray(audiograms[sl]), device=device),
+                            torch.as_tensor(np.asarray(spl_db[sl]), device=device), features=f)
+            out[sl] = clip.double().cpu().numpy()
+    return out
+
+
 def _lr_lambda(cfg: TrainConfig, plan: dict):
     """Linear warm-up, then cosine decay to 2 % over ``plan["total_steps"]`` (which may be revised)."""
     def f(step):
@@ -98,6 +137,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
     from haaqinet.model import haaqinet_loss
     from haaqinet.predict import predict_arrays
 
+    use_features = np.ndim(train_arrays[0]) == 3  # (n, T, F): precomputed front-end features
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     x, a, s, y = (torch.as_tensor(v, device=device) for v in train_arrays)
@@ -117,21 +157,28 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
             idx = idx.to(device)
-            xb = x[idx]
+            xb = x[idx].float() if use_features else x[idx]
             if cfg.crop_s_min is not None:  # random excerpt of the item (one length per batch), same label
-                shortest = min(int(cfg.crop_s_min * 16000), xb.shape[1])
+                per_s = model.frontend.sample_rate_hz / model.frontend.HOP if use_features else 16000
+                shortest = min(int(cfg.crop_s_min * per_s), xb.shape[1])
                 length = int(torch.randint(shortest, xb.shape[1] + 1, (1,), generator=gen))
                 start = int(torch.randint(0, xb.shape[1] - length + 1, (1,), generator=gen))
                 xb = xb[:, start:start + length]
-            clip, frames = model(xb, a[idx], s[idx])
-            loss = haaqinet_loss(clip, frames, y[idx])
+            if use_features:
+                clip, frames = model(None, a[idx], s[idx], features=xb)
+            else:
+                clip, frames = model(xb, a[idx], s[idx])
+            loss = haaqinet_loss(clip, frames, y[idx], high_weight=cfg.high_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        pred = predict_arrays(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+        if use_features:
+            pred = predict_features(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+        else:
+            pred = predict_arrays(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
         val = agreement(val_arrays[3], pred)
         elapsed = time.perf_counter() - t0
         if epoch == 0 and cfg.max_seconds is not None:  # fit the cosine decay into the time limit
@@ -185,6 +232,11 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     log(f"inputs ready in {time.perf_counter() - t0:.0f} s")
     torch.manual_seed(cfg.seed)
     model = HAAQINet(frontend=cfg.frontend, frontend_args=cfg.frontend_args, **cfg.model_args).to(cfg.device)
+    if hasattr(model.frontend, "precompute"):  # cache the fixed front-end features: epochs take seconds
+        t0 = time.perf_counter()
+        train_arrays = (precompute_features(model, *train_arrays[:3], device=cfg.device),) + train_arrays[1:]
+        val_arrays = (precompute_features(model, *val_arrays[:3], device=cfg.device),) + val_arrays[1:]
+        log(f"front-end features ready in {time.perf_counter() - t0:.0f} s")
     history = fit(model, train_arrays, val_arrays, cfg, log=log)
     save_checkpoint(out_path, model, metrics={"history": history}, extra={"training": cfg.as_dict()})  # in case
     model = model.cpu().eval() if cfg.device != "cpu" else model.eval()
