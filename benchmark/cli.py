@@ -33,7 +33,7 @@ _mount_haaqinet()
 
 DEFAULT_PROCESSORS = "unprocessed,nalr,nalr-agc,camfit-wdrc"
 DEFAULT_AUDIOGRAMS = "N3"
-DEFAULT_SPLS = "55,65,75"
+DEFAULT_SPLS = "65"
 
 
 def _fail(exc: BenchError) -> None:
