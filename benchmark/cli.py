@@ -70,6 +70,14 @@ def run(
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
+    executor: str = typer.Option("local", help="Where jobs run: local (a process pool, --workers) "
+                                 "or dask (docs/cluster.md)."),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler tcp://host:port "
+                                            "[default: a LocalCluster here]."),
+    dask_workers: int = typer.Option(2, help="Worker processes of the Dask LocalCluster."),
+    trial_timeout: Optional[float] = typer.Option(None, help="Seconds one job (clip x listener x "
+                                                  "SPL, all processors) may run."),
+    worker_memory_gb: Optional[float] = typer.Option(None, help="Memory limit per worker in GiB."),
 ) -> None:
     """Run (or resume) a sweep and write the table, leaderboard and plots of the run."""
     from benchmark import options, runner
@@ -90,13 +98,18 @@ def run(
         from benchmark.haaqi import check_backend
 
         check_backend(haaqi_backend)
-        summary = _run_with_progress(config, results, run_id, workers, retry_errors)
+        from benchmark.executors import make_executor
+
+        pool = make_executor(executor, workers=dask_workers if executor == "dask" else workers,
+                             scheduler=scheduler, trial_timeout_s=trial_timeout,
+                             worker_memory_gb=worker_memory_gb)
+        summary = _run_with_progress(config, results, run_id, pool, retry_errors)
     except BenchError as exc:
         _fail(exc)
     _report(summary)
 
 
-def _run_with_progress(config, results, run_id, workers, retry_errors):
+def _run_with_progress(config, results, run_id, executor, retry_errors):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from benchmark import runner
@@ -115,7 +128,7 @@ def _run_with_progress(config, results, run_id, workers, retry_errors):
         def on_rows(rows):
             progress.advance(task, len(rows))
 
-        return runner.run_sweep(config, results_dir=results, run_id=run_id, workers=workers,
+        return runner.run_sweep(config, results_dir=results, run_id=run_id, executor=executor,
                                 retry_errors=retry_errors, on_start=on_start, on_rows=on_rows)
 
 
