@@ -157,7 +157,7 @@ def _process_all(inp: JobInput, x: np.ndarray, presentation) -> dict:
             out = check_output(processor.process(x.copy(), presentation, rng=rng), x)
             outputs[pid] = (out, time.perf_counter() - t0)
         except Exception as exc:  # a failure is a row, never a score
-            outputs[pid] = exc
+            outputs[pid] = exc.with_traceback(None)  # free the plugin's frames (and memory) now
     return outputs
 
 
