@@ -84,7 +84,7 @@ def make_data(
 @app.command()
 def train(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    frontend: str = typer.Option("mel", help="Front end: mel, beats or hf."),
+    frontend: str = typer.Option("auditory", help="Front end: auditory (default, trained here), mel, beats or hf."),
     frontend_arg: List[str] = typer.Option([], help="Front-end option key=value (JSON values), repeatable; "
                                            "e.g. checkpoint_path=/models/BEATs.pt."),
     model_arg: List[str] = typer.Option([], help="HAAQINet option key=value (JSON values), repeatable."),

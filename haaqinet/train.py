@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Training settings (all recorded in the checkpoint's sidecar)."""
 
-    frontend: str = "mel"
+    frontend: str = "auditory"
     frontend_args: dict = field(default_factory=dict)
     model_args: dict = field(default_factory=dict)
     epochs: int = 30
