@@ -62,6 +62,12 @@ def run(
     workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
     param: list[str] = typer.Option([], help="Processor parameter, name.key=value (repeatable)."),
     reference: str = typer.Option("nalr", help="Reference convention: nalr (Cadenza) or clean."),
+    scenario: str = typer.Option("clean", help="Listening scenarios: clean, noisy or clean,noisy "
+                                 "(docs/conventions.md, 'Noisy scenarios')."),
+    noise: Optional[str] = typer.Option(None, help="Noise types of the noisy scenario: pink, ssn, "
+                                        "babble (default: ssn,babble)."),
+    snr: Optional[str] = typer.Option(None, help="SNRs of the noisy scenario in dB, -20..60 "
+                                      "(default: 5)."),
     haaqi_backend: str = typer.Option("fast", help="HAAQI implementation: fast or pyclarity."),
     haaqinet: bool = typer.Option(True, "--haaqinet/--no-haaqinet",
                                   help="Also predict each output with HAAQI-Net."),
@@ -84,6 +90,7 @@ def run(
     from benchmark.sweep import SweepConfig
 
     try:
+        scenarios, noises, snrs_db = options.parse_scenarios(scenario, noise, snr)
         config = SweepConfig(
             processors=options.parse_processors(processor, param),
             spls_db=options.parse_spls(spl),
@@ -94,7 +101,8 @@ def run(
             reference=reference, haaqi_backend=haaqi_backend,
             haaqinet_checkpoint=(str(haaqinet_checkpoint.resolve()) if haaqinet_checkpoint
                                  else "default") if haaqinet else None,
-            limit_clips=2 if small and limit is None else limit)
+            limit_clips=2 if small and limit is None else limit,
+            scenarios=scenarios, noises=noises, snrs_db=snrs_db)
         from benchmark.haaqi import check_backend
 
         check_backend(haaqi_backend)
@@ -149,10 +157,14 @@ def _report(summary) -> None:
     board = summary.run_dir / "leaderboard.md"
     board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {summary.run_dir.name}"))
     paths = plots.plot_all(table, summary.run_dir / "plots")
-    ranks = leaderboard.ranking(table)
-    for i, r in ranks.iterrows():
-        console.print(f"  {i + 1}. {r['processor']:<28} HAAQI {r['mean']:.3f} "
-                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n={r['n']}")
+    conditions = leaderboard.with_conditions(table)
+    labels = leaderboard.condition_order(conditions)
+    for label in labels:
+        if len(labels) > 1:
+            console.print(f"  [bold]{label}[/]")
+        for i, r in leaderboard.ranking(conditions[conditions["condition"] == label]).iterrows():
+            console.print(f"  {i + 1}. {r['processor']:<28} HAAQI {r['mean']:.3f} "
+                          f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n={r['n']}")
     console.print(f"leaderboard: {board}\nplots: {', '.join(str(p) for p in paths)}")
 
 
@@ -161,15 +173,22 @@ def leaderboard(
     run_dir: Path = typer.Argument(..., help="A run folder, results/<run-id>."),
     out: Optional[Path] = typer.Option(None, help="Markdown file [default: <run>/leaderboard.md]."),
     title: Optional[str] = typer.Option(None, help="Title of the page."),
+    by: Optional[str] = typer.Option(None, help="Also rank within each value of these columns: "
+                                     "scenario, noise, snr, condition, spl, severity, audiogram "
+                                     "(default: the listening-condition columns that vary)."),
 ) -> None:
     """Write the Markdown leaderboard of a run."""
     from benchmark import leaderboard as lb
+    from benchmark.options import split_list
     from benchmark.store import load_table
 
     try:
+        groups = lb.check_by(split_list(by)) if by is not None else None  # before reading
         table = load_table(run_dir)
-        command = f"bench leaderboard {run_dir}" + (f" --out {out}" if out else "")
-        text = lb.render(table, title=title or f"HAAQI leaderboard: {run_dir.name}", command=command)
+        command = (f"bench leaderboard {run_dir}" + (f" --out {out}" if out else "")
+                   + (f" --by {by}" if by is not None else ""))
+        text = lb.render(table, title=title or f"HAAQI leaderboard: {run_dir.name}",
+                         command=command, by=groups)
     except BenchError as exc:
         _fail(exc)
     target = out or run_dir / "leaderboard.md"

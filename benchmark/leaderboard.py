@@ -5,6 +5,12 @@ The 95 % confidence interval is a cluster bootstrap over clips (trials of
 one clip are correlated, so clips are resampled, not rows), with a fixed
 generator so the same table always gives the same Markdown. Cells per SPL
 and per hearing-loss severity show the mean and, in brackets, n.
+
+A table with several listening conditions (clean and noisy scenarios, noise
+types, SNRs) gets a processors × conditions table and a ranking per value of
+each condition column that varies ("By scenario", "By noise", "By SNR"), or
+per value of the columns asked for with ``by`` (``bench leaderboard --by``).
+A clean-only table renders as it did before noisy scenarios existed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import pandas as pd
 
 from benchmark.audiogram import SEVERITY_ORDER
 from benchmark.errors import BenchError
+from benchmark.noise import NOISE_TYPES
 
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 20240101
@@ -50,6 +57,56 @@ def ranking(table: pd.DataFrame, value: str = "haaqi") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+#: ``--by`` names -> (table column, heading).
+GROUPINGS = {"scenario": ("scenario", "scenario"), "noise": ("noise", "noise"),
+             "snr": ("snr_db", "SNR"), "condition": ("condition", "listening condition"),
+             "spl": ("spl_db", "SPL"), "severity": ("severity", "severity"),
+             "audiogram": ("audiogram", "audiogram")}
+
+
+def check_by(names) -> tuple[str, ...]:
+    """Validate ``--by`` names (see :data:`GROUPINGS`; ``snr_db``/``spl_db`` also accepted)."""
+    from benchmark.registry_util import did_you_mean
+
+    out = []
+    for name in names:
+        name = {"snr_db": "snr", "spl_db": "spl"}.get(name, name)
+        if name not in GROUPINGS:
+            raise BenchError(f"cannot group by {name!r}{did_you_mean(name, GROUPINGS)}; "
+                             f"choose from {', '.join(GROUPINGS)}")
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
+def with_conditions(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy with ``scenario``, ``noise``, ``snr_db`` filled for clean rows and a ``condition`` label.
+
+    Rows without these columns (tables from before noisy scenarios) are clean.
+    """
+    from benchmark.sweep import Condition
+
+    t = table.copy()
+    t["scenario"] = t["scenario"].fillna("clean") if "scenario" in t else "clean"
+    t["noise"] = t["noise"].fillna("none") if "noise" in t else "none"
+    t["snr_db"] = pd.to_numeric(t["snr_db"], errors="coerce") if "snr_db" in t else np.nan
+    keys = list(zip(t["scenario"], t["noise"], t["snr_db"]))
+    labels = {k: Condition(k[0], k[1], None if k[0] == "clean" else k[2]).label for k in set(keys)}
+    t["condition"] = [labels[k] for k in keys]
+    return t
+
+
+def _condition_sort_key(scenario: str, noise: str, snr_db: float) -> tuple:
+    noise_rank = list(NOISE_TYPES).index(noise) if noise in NOISE_TYPES else len(NOISE_TYPES)
+    return (scenario != "clean", noise_rank, noise, -np.inf if pd.isna(snr_db) else snr_db)
+
+
+def condition_order(table: pd.DataFrame) -> list[str]:
+    """Condition labels of a :func:`with_conditions` table: clean first, then by noise and SNR."""
+    combos = table[["scenario", "noise", "snr_db", "condition"]].drop_duplicates("condition")
+    combos = sorted(combos.itertuples(index=False), key=lambda r: _condition_sort_key(*r[:3]))
+    return [r[3] for r in combos]
+
+
 def _cell(values: pd.Series) -> str:
     return f"{values.mean():.3f} ({len(values)})" if len(values) else "–"
 
@@ -58,10 +115,18 @@ def _fmt_spl(spl: float) -> str:
     return f"{spl:g} dB"
 
 
-def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: str | None = None) -> str:
-    """Markdown leaderboard of a results table (deterministic for a given table)."""
+def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: str | None = None,
+           by=None) -> str:
+    """Markdown leaderboard of a results table (deterministic for a given table).
+
+    Args:
+        by: ``--by`` names (:data:`GROUPINGS`) to rank within each value of;
+            None: the condition columns that vary.
+    """
     if table.empty or "status" not in table:
         raise BenchError("the results table is empty: nothing to rank")
+    by = check_by(by) if by is not None else None
+    table = with_conditions(table)
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise BenchError("no trial in this table has a score (all failed); see the error column")
@@ -69,17 +134,27 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
     spls = sorted(ok["spl_db"].unique())
     severities = [s for s in SEVERITY_ORDER if s in set(ok["severity"])]
 
+    conditions = condition_order(table)
+    noisy = (table["scenario"] != "clean").any()
+
     lines = [f"# {title}", ""]
     lines += _provenance(table)
     if command:
         lines += ["", "Regenerate with:", "", "```", command, "```"]
+    over = ("clips, listeners, ears, SPLs and listening conditions (all pooled; see the "
+            "sections per condition below)") if len(conditions) > 1 else "clips, listeners, ears and SPLs"
     lines += ["", "## Ranking by mean HAAQI", "",
-              "Mean HAAQI over clips, listeners, ears and SPLs; 95 % CI by cluster bootstrap "
-              f"over clips ({N_BOOTSTRAP} resamples). Cells: mean (n trials).", ""]
+              f"Mean HAAQI over {over}; 95 % CI by cluster bootstrap over clips "
+              f"({N_BOOTSTRAP} resamples). Cells: mean (n trials).", ""]
     if "reference" in table and (table["reference"] == "nalr").all():
+        where = " in the clean scenario" if noisy else ""
         lines += ["Under the `nalr` reference convention the reference is the clean excerpt "
-                  "through NAL-R for the ear, so the `nalr` processor reproduces the reference "
-                  "and marks HAAQI's ceiling (about 0.999) rather than competing.", ""]
+                  f"through NAL-R for the ear, so{where} the `nalr` processor reproduces the "
+                  "reference and marks HAAQI's ceiling (about 0.999) rather than competing.", ""]
+    if noisy:
+        lines += ["In a noisy condition the processors receive music plus noise, and the "
+                  "reference is the clean music at the same scale (docs/conventions.md), so the "
+                  "noise a processor passes on lowers its score.", ""]
     header = ["Rank", "Processor", "HAAQI", "95% CI"] + [_fmt_spl(s) for s in spls] + severities + ["n", "errors"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---:", ":---", "---:", ":---:"] + ["---:"] * (len(header) - 4)) + "|")
@@ -91,6 +166,11 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
         cells += [_cell(scored[scored["severity"] == s]["haaqi"]) for s in severities]
         cells += [str(r["n"]), str(r["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
+    if len(conditions) > 1:
+        lines += ["", "## Per listening condition", ""]
+        lines += _pivot(ok, "condition", ranks, keys=conditions)
+    for name in (by if by is not None else _auto_by(table)):
+        lines += _by_section(table, name)
     lines += ["", "## Per audiogram", ""]
     lines += _pivot(ok, "audiogram", ranks)
     lines += _agreement(table)
@@ -110,6 +190,7 @@ def _provenance(table: pd.DataFrame) -> list[str]:
         f"{table['clip_id'].nunique()} clips",
         f"- **Listeners:** {table['listener'].nunique()} ({', '.join(map(str, audiograms))})",
         f"- **SPL:** {', '.join(f'{s:g}' for s in sorted(table['spl_db'].unique()))} dB SPL",
+        *_conditions_line(table),
         f"- **Reference convention:** {uniq('reference')} (HAAQI equalisation {uniq('equalisation')})",
         f"- **HAAQI backend:** {uniq('haaqi_backend_version')}",
         f"- **HAAQI-Net:** {uniq('haaqinet_checkpoint') or 'off'}",
@@ -118,8 +199,72 @@ def _provenance(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def _pivot(ok: pd.DataFrame, column: str, ranks: pd.DataFrame) -> list[str]:
-    keys = sorted(ok[column].unique(), key=str)
+def _conditions_line(table: pd.DataFrame) -> list[str]:
+    noisy = table[table["scenario"] != "clean"]
+    if noisy.empty:
+        return []
+    scenarios = ", ".join(s for s in ("clean", "noisy") if (table["scenario"] == s).any())
+    noises = ", ".join(n for n in NOISE_TYPES if n in set(noisy["noise"]))
+    noises = noises or ", ".join(sorted(map(str, noisy["noise"].unique())))
+    snrs = ", ".join(f"{s:g}" for s in sorted(noisy["snr_db"].dropna().unique()))
+    return [f"- **Scenarios:** {scenarios}; noise {noises} at {snrs} dB SNR"]
+
+
+def _auto_by(table: pd.DataFrame) -> list[str]:
+    """The condition columns that vary (noise and SNR among the noisy trials)."""
+    noisy = table[table["scenario"] != "clean"]
+    out = ["scenario"] if table["scenario"].nunique() > 1 else []
+    out += ["noise"] if noisy["noise"].nunique() > 1 else []
+    out += ["snr"] if noisy["snr_db"].nunique() > 1 else []
+    return out
+
+
+def _group_keys(table: pd.DataFrame, column: str) -> list:
+    values = table[column].drop_duplicates().tolist()
+    if column == "condition":
+        return [c for c in condition_order(table) if c in set(values)]
+    if column == "severity":
+        return [s for s in SEVERITY_ORDER if s in set(values)]
+    if column == "noise":
+        return sorted(values, key=lambda n: _condition_sort_key("x", n, 0.0))
+    if column in ("snr_db", "spl_db"):
+        return sorted(values, key=lambda v: -np.inf if pd.isna(v) else v)
+    return sorted(values, key=lambda v: (v != "clean", str(v)))
+
+
+def _key_label(column: str, key) -> str:
+    if column == "snr_db":
+        return "clean (no noise)" if pd.isna(key) else f"{key:g} dB"
+    if column == "spl_db":
+        return f"{key:g} dB"
+    return str(key)
+
+
+def _by_section(table: pd.DataFrame, name: str) -> list[str]:
+    """A ranking (mean, CI, n) within each value of one grouping column."""
+    column, heading = GROUPINGS[name]
+    rows, note = table, ""
+    if column in ("noise", "snr_db") and (table["scenario"] != "clean").any():
+        rows = table[table["scenario"] != "clean"]
+        if (table["scenario"] == "clean").any():
+            note = "Noisy trials only (clean trials have no noise and no SNR)."
+    lines = ["", f"## By {heading}", ""] + ([note, ""] if note else [])
+    for key in _group_keys(rows, column):
+        sub = rows[rows[column].isna()] if pd.isna(key) else rows[rows[column] == key]
+        if not (sub["status"] == "ok").any():
+            continue
+        lines += [f"### {heading}: {_key_label(column, key)}", "",
+                  "| Rank | Processor | HAAQI | 95% CI | n | errors |",
+                  "|---:|:---|---:|:---:|---:|---:|"]
+        for i, r in ranking(sub).iterrows():
+            lines.append(f"| {i + 1} | `{r['processor']}` | {r['mean']:.3f} | "
+                         f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} | {r['errors']} |")
+        lines.append("")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _pivot(ok: pd.DataFrame, column: str, ranks: pd.DataFrame, keys=None) -> list[str]:
+    keys = sorted(ok[column].unique(), key=str) if keys is None else keys
     lines = ["| Processor | " + " | ".join(map(str, keys)) + " |",
              "|:---|" + "---:|" * len(keys)]
     for _, r in ranks.iterrows():
@@ -141,8 +286,11 @@ def _agreement(table: pd.DataFrame) -> list[str]:
              "the same trials. LCC: Pearson; SRCC: Spearman; MSE on the 0–1 scale.", "",
              "| group | n | LCC | SRCC | Kendall τ | MSE |", "|:---|---:|---:|---:|---:|---:|"]
     proc_col = "processor_label" if "processor_label" in rows else "processor_id"
-    for column, label in ((None, "all"), ("spl_db", "SPL"), ("severity", "severity"),
-                          (proc_col, "processor")):
+    groupings = [(None, "all"), ("spl_db", "SPL"), ("severity", "severity"),
+                 (proc_col, "processor")]
+    if "condition" in table and table["condition"].nunique() > 1:
+        groupings.insert(1, ("condition", "condition"))
+    for column, label in groupings:
         for _, r in agreement.by_group(table, column).iterrows():
             group = "all" if column is None else f"{label} {r['group']:g}" if column == "spl_db" \
                 else f"{label} {r['group']}"

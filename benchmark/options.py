@@ -78,3 +78,40 @@ def parse_processors(text: str, params: list[str]) -> tuple[ProcessorSpec, ...]:
     for spec in specs:  # fail before any work on a bad name or parameter
         create(spec.name, dict(spec.params))
     return specs
+
+
+#: Noise types and SNRs of the noisy scenario when --noise / --snr are not given.
+DEFAULT_NOISES = "ssn,babble"
+DEFAULT_SNRS_DB = "5"
+
+
+def parse_scenarios(scenario: str, noise: str | None, snr: str | None
+                    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[float, ...]]:
+    """``--scenario``, ``--noise``, ``--snr`` -> (scenarios, noise types, SNRs in dB).
+
+    ``--noise`` and ``--snr`` apply to the noisy scenario only; without them it
+    uses :data:`DEFAULT_NOISES` at :data:`DEFAULT_SNRS_DB`. Names and ranges
+    are checked by :class:`~benchmark.sweep.SweepConfig`.
+    """
+    scenarios = tuple(split_list(scenario))
+    if not scenarios:
+        raise BenchError("--scenario needs at least one of clean, noisy")
+    if "noisy" not in scenarios:
+        if noise is not None or snr is not None:
+            given = [o for o, v in (("--noise", noise), ("--snr", snr)) if v is not None]
+            verb = "apply" if len(given) > 1 else "applies"
+            raise BenchError(f"{' and '.join(given)} {verb} only to the noisy scenario; add "
+                             "--scenario noisy (or --scenario clean,noisy)")
+        return scenarios, (), ()
+    noises = tuple(split_list(DEFAULT_NOISES if noise is None else noise))
+    if not noises:
+        raise BenchError("--noise needs at least one noise type, e.g. --noise ssn")
+    snrs = []
+    for item in split_list(DEFAULT_SNRS_DB if snr is None else snr):
+        try:
+            snrs.append(float(item))
+        except ValueError:
+            raise BenchError(f"--snr: {item!r} is not a number (use e.g. 0,5,10)") from None
+    if not snrs:
+        raise BenchError("--snr needs at least one SNR in dB, e.g. --snr 5")
+    return scenarios, noises, tuple(snrs)

@@ -12,7 +12,9 @@ Layout of a run folder:
   run resumes. Readable with ``pandas.read_parquet``.
 
 If the journal holds several rows for one trial (an error retried with
-``--retry-errors``), the table keeps the last.
+``--retry-errors``), the table keeps the last. Rows written before noisy
+scenarios existed have no ``scenario``/``noise`` values; in a table that has
+those columns they read as ``clean``/``none``.
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ def journal_to_table(rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_key", "status"])
     df = pd.DataFrame(rows)
     df = df.drop_duplicates("trial_key", keep="last").sort_values("trial_key", kind="stable")
+    if "scenario" in df:  # rows journalled before noisy scenarios existed are clean trials
+        df["scenario"] = df["scenario"].fillna("clean")
+        df["noise"] = df["noise"].fillna("none")
     return df.reset_index(drop=True)
 
 

@@ -5,6 +5,12 @@ bit-identical rows (apart from timing columns) in any process. A failure in
 any stage becomes one row per affected (processor, ear) with
 ``status="error"``, the stage and the message, and no score; the other
 processors of the job are still scored. Nothing here writes files.
+
+In a noisy condition (docs/conventions.md, "Noisy scenarios") the clean
+excerpt is mixed with its background noise at the condition's SNR, the
+*mixture* is calibrated to the SPL and processed, and the HAAQI reference is
+the clean excerpt at the mixture's digital scale (the music component of what
+the listener hears), through the reference convention.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 
 from benchmark.audiogram import Audiogram, Listener
 from benchmark.calibration import Calibration, calibrate
-from benchmark.sweep import EARS, REFERENCE_CONVENTIONS, Job, ProcessorSpec, trial_key
+from benchmark.sweep import EARS, REFERENCE_CONVENTIONS, Condition, Job, ProcessorSpec, trial_key
 
 #: HAAQI score columns, in table order.
 SCORE_COLUMNS = ("haaqi", "haaqi_nonlinear", "haaqi_linear", "cep_high", "bm_sync5", "d_loud",
@@ -80,6 +86,41 @@ def _excerpt(clip):
     return load_excerpt(clip)
 
 
+@lru_cache(maxsize=4)
+def _noise(clip, noise: str, seed: int, shape: tuple[int, int], sample_rate_hz: int) -> np.ndarray:
+    """The clip's background noise of one type (float64, ``shape``), shared by every SNR."""
+    from benchmark.noise import make_noise
+
+    return make_noise(noise, shape[1], sample_rate_hz, n_channels=shape[0],
+                      rng=np.random.default_rng(seed))
+
+
+def listening_signals(clean: np.ndarray, rate: int, job: Job, clip=None) -> tuple[np.ndarray, Calibration]:
+    """What the hearing aid receives in the job's condition, and the trial's calibration.
+
+    Clean: the excerpt, calibrated so that it is at the SPL. Noisy: the
+    excerpt plus its noise at the SNR (over both channels), calibrated so
+    that the *mixture* is at the SPL; the clean excerpt keeps its digital
+    values, so with the same calibration it is the music component.
+
+    Args:
+        clean: float32 (n_channels, n_samples), the clean excerpt.
+        clip: the clip (a cache key for its noise); None: no caching.
+    """
+    condition: Condition = job.condition
+    if condition.is_clean:
+        return clean, calibrate(clean, job.spl_db)
+    from benchmark.noise import make_noise, mix_at_snr
+
+    if clip is None:
+        noise = make_noise(condition.noise, clean.shape[1], rate, n_channels=clean.shape[0],
+                           rng=np.random.default_rng(job.noise_seed))
+    else:
+        noise = _noise(clip, condition.noise, job.noise_seed, clean.shape, rate)
+    mixture, _ = mix_at_snr(clean, noise, condition.snr_db)
+    return mixture, calibrate(mixture, job.spl_db)
+
+
 @lru_cache(maxsize=32)
 def _processor(spec: ProcessorSpec):
     return spec.create()
@@ -107,8 +148,9 @@ def _row(inp: JobInput, processor_id: str, ear: str) -> dict:
     job = inp.job
     audiogram = inp.listener.ear(ear)
     spec = inp.processors[job.processor_ids.index(processor_id)]
-    return {
-        "trial_key": trial_key(job.clip_id, job.listener, ear, job.spl_db, processor_id),
+    condition = job.condition
+    row = {
+        "trial_key": trial_key(job.clip_id, job.listener, ear, job.spl_db, processor_id, condition),
         "clip_id": job.clip_id,
         "instrumentation": getattr(inp.clip, "instrumentation", "unknown"),
         "listener": job.listener,
@@ -117,6 +159,9 @@ def _row(inp: JobInput, processor_id: str, ear: str) -> dict:
         "pta_db_hl": audiogram.pta_db_hl,
         "severity": audiogram.severity,
         "spl_db": job.spl_db,
+        "scenario": condition.scenario,
+        "noise": condition.noise,
+        "snr_db": float("nan") if condition.snr_db is None else condition.snr_db,
         "processor_id": processor_id,
         "processor": spec.name,
         "reference": inp.reference,
@@ -126,6 +171,9 @@ def _row(inp: JobInput, processor_id: str, ear: str) -> dict:
         "seed_haaqi": job.haaqi_seed(ear),
         "worker_pid": os.getpid(),
     }
+    if not condition.is_clean:
+        row["seed_noise"] = job.noise_seed
+    return row
 
 
 def _fail(row: dict, stage: str, exc: BaseException, started: float) -> dict:
@@ -203,11 +251,15 @@ def run_job(inp: JobInput) -> list[dict]:
     try:
         clean, rate = _excerpt(inp.clip)
         check_signal(clean, what=f"clip {job.clip_id}")
-        calibration = calibrate(clean, job.spl_db)
     except Exception as exc:
         return error_rows(inp, "load", exc, started)
+    try:
+        heard, calibration = listening_signals(clean, rate, job, inp.clip)
+    except Exception as exc:
+        return error_rows(inp, "load" if job.condition.is_clean else "noise", exc, started)
     channels = [EARS.index(e) for e in job.ears]
-    x = clean[channels] if channels != [0, 1] else clean
+    x = heard[channels] if channels != [0, 1] else heard
+    music = clean[channels] if channels != [0, 1] else clean  # the reference's source
     presentation = Presentation(rate, inp.listener, calibration, tuple(job.ears))
     processed = _process_all(inp, x, presentation)
     ok_outputs = {p: v for p, v in processed.items() if not isinstance(v, Exception)}
@@ -219,7 +271,7 @@ def run_job(inp: JobInput) -> list[dict]:
     for ch, ear in enumerate(job.ears):
         t0 = time.perf_counter()
         try:
-            ref = reference_signal(x[ch], ear_audiogram=inp.listener.ear(ear), sample_rate_hz=rate,
+            ref = reference_signal(music[ch], ear_audiogram=inp.listener.ear(ear), sample_rate_hz=rate,
                                    reference=inp.reference)
             scores = _score_ear(inp, ref, ok_outputs, ch, rate, calibration, ear) if ok_outputs else {}
         except Exception as exc:
