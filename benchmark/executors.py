@@ -393,14 +393,14 @@ def _take(iterator, n):
             return
 
 
-def make_executor(kind: str | int = "local", *, workers: int | None = None,
+def make_executor(kind: str = "local", *, workers: int | None = None,
                   scheduler: str | None = None, trial_timeout_s: float | None = None,
                   worker_memory_gb: float | None = None):
     """Build an executor.
 
     Args:
         kind: "local" (a process pool; ``workers=0`` means serial), "serial" or
-            "dask". An int is the older form ``make_executor(workers)``.
+            "dask".
         workers: local pool size, or the number of workers of the Dask
             ``LocalCluster`` (ignored with ``scheduler``). Default: CPU count
             for local, 2 for Dask.
@@ -410,8 +410,6 @@ def make_executor(kind: str | int = "local", *, workers: int | None = None,
         worker_memory_gb: per-worker memory limit in GiB (local: ``RLIMIT_AS``;
             Dask ``LocalCluster``: the nanny's ``memory_limit``).
     """
-    if isinstance(kind, int):
-        kind, workers = "local", kind
     if kind not in KINDS:
         raise BenchError(f"unknown executor {kind!r}{did_you_mean(kind, KINDS)}; "
                          f"choose one of {', '.join(KINDS)}")

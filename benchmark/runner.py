@@ -118,7 +118,7 @@ def run_sweep(
                        tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
                        config.haaqi_backend, config.haaqinet_checkpoint)
               for job in todo)
-    executor = executor or make_executor(workers)
+    executor = executor or make_executor("local", workers=workers)
     started = time.perf_counter()
     try:
         for inp, rows in executor.run(inputs):

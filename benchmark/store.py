@@ -80,8 +80,8 @@ class RunStore:
         if self._journal is None:
             _drop_torn_tail(self.root / JOURNAL)
             self._journal = open(self.root / JOURNAL, "a", encoding="utf-8")
-        for row in rows:
-            self._journal.write(json.dumps(row, default=_json_default) + "\n")
+        # one write per job's rows: one system call, and a crash tears at most the tail
+        self._journal.write("".join(json.dumps(row, default=_json_default) + "\n" for row in rows))
         self._journal.flush()
         os.fsync(self._journal.fileno())
 

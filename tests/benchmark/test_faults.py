@@ -347,7 +347,7 @@ def test_full_disk_is_a_clear_error(tmp_path, audio_folder, monkeypatch):
 # -- the factory --------------------------------------------------------------------
 def test_make_executor_kinds_and_clear_errors():
     assert make_executor("local", workers=0).name == "serial"
-    assert make_executor(3).workers == 3  # the older positional form used by run_sweep
+    assert make_executor("local", workers=3).workers == 3
     assert make_executor("dask", workers=3).n_workers == 3  # nothing started yet
     with pytest.raises(BenchError, match="did you mean 'dask'"):
         make_executor("dusk", workers=1)
