@@ -1,8 +1,12 @@
 """The processor contract, checked for every registered processor.
 
 New processors (built-in or entry points) are picked up automatically from
-``processors.registry.available()``.
+``processors.registry.available()``; the processing tests also run two chains.
+Processors whose optional package is missing are skipped.
 """
+
+import importlib
+import pickle
 
 import numpy as np
 import pytest
@@ -47,12 +51,33 @@ def case(name: str, rate: int, layout: str, listener: Listener):
     return registry.create(name), x, presentation
 
 
-ALL = pytest.mark.parametrize("name", registry.available())
+#: Processors that need an optional extra: name -> the module to import.
+OPTIONAL = {"rnnoise": "pyrnnoise.rnnoise"}
+#: Chains run through the same contract as single processors.
+CHAINS = ("spectral-gating>nalr>camfit-wdrc", "mmse-stsa>freq-lowering>nalr-agc")
+
+
+def _installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _param(name: str):
+    if name in OPTIONAL and not _installed(OPTIONAL[name]):
+        return pytest.param(name, marks=pytest.mark.skip(reason=f"optional {OPTIONAL[name]} missing"))
+    return name
+
+
+REGISTERED = pytest.mark.parametrize("name", registry.available())  # creating needs no extra
+ALL = pytest.mark.parametrize("name", [_param(n) for n in registry.available()] + list(CHAINS))
 RATES = pytest.mark.parametrize("rate", RATES_HZ)
 LAYOUT = pytest.mark.parametrize("layout", list(LAYOUTS))
 
 
-@ALL
+@REGISTERED
 def test_is_a_registered_frozen_dataclass_with_defaults(name):
     proc = registry.create(name)
     assert isinstance(proc, Processor)
@@ -90,9 +115,27 @@ def test_deterministic_and_input_untouched(name, rate, layout, listener):
     assert y1 is not x
 
 
+@pytest.mark.parametrize("name", CHAINS)
+def test_chain_is_a_frozen_processor_with_a_stable_id(name):
+    proc = registry.create(name)
+    assert isinstance(proc, Processor)
+    assert proc.name == name and proc.label == name
+    assert proc.config_id.startswith(name + "-") and proc.config_id == registry.create(name).config_id
+    with pytest.raises(AttributeError):
+        setattr(proc, "probe_attribute", 1)
+
+
 @ALL
 def test_fresh_instance_gives_the_same_output(name, listener):
     proc, x, presentation = case(name, 24000, "stereo", listener)
     y1 = proc.process(x, presentation, rng=np.random.default_rng(7))
     y2 = registry.create(name).process(x, presentation, rng=np.random.default_rng(7))
     np.testing.assert_array_equal(y1, y2)
+
+
+@ALL
+def test_pickles_with_the_same_identity(name):
+    """Processors travel to worker processes by pickle."""
+    proc = registry.create(name)
+    again = pickle.loads(pickle.dumps(proc))
+    assert again == proc and again.config_id == proc.config_id and again.label == proc.label
