@@ -18,11 +18,13 @@ def _processors() -> str:
     from processors import registry
 
     lines = []
+    width = max(len(n) for n in registry.available()) + 1
     for name in registry.available():
         cls = registry.get_class(name)
-        lines.append(f"{name:<14} {cls.summary}")
+        lines.append(f"{name:<{width}} {cls.summary}")
         for field, type_, default in registry.describe(name):
             lines.append(f"    --param {name}.{field}={default!s:<10} ({type_})")
+    lines.append('chains: --processor "spectral-gating>nalr" runs stages in order (docs/processors.md)')
     return "\n".join(lines)
 
 

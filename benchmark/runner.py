@@ -45,7 +45,8 @@ class RunSummary:
 
 def default_run_id(config: SweepConfig) -> str:
     """``<processors>-<config hash>``: the same command finds the same folder (resume)."""
-    names = "+".join(sorted({p.name.rsplit(":", 1)[-1].replace("/", "_") for p in config.processors}))
+    names = "+".join(sorted({p.name.rsplit(":", 1)[-1].replace("/", "_").replace(">", "_")
+                             for p in config.processors}))
     if len(names) > 40:
         names = f"{len(config.processors)}procs"
     return f"{names}-{config.config_hash}"
