@@ -58,6 +58,7 @@ def run(
     corpus: str = typer.Option("builtin", help="'builtin', a folder of audio, or a MUSDB18 folder."),
     excerpt_s: float = typer.Option(10.0, help="Excerpt length in seconds."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N clips."),
+    clips: Optional[str] = typer.Option(None, help="Use only these clip ids (comma-separated, in this order)."),
     small: bool = typer.Option(False, help="Smoke run: 2 clips of 4 s."),
     workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
     param: list[str] = typer.Option([], help="Processor parameter, name.key=value (repeatable)."),
@@ -102,6 +103,7 @@ def run(
             haaqinet_checkpoint=(str(haaqinet_checkpoint.resolve()) if haaqinet_checkpoint
                                  else "default") if haaqinet else None,
             limit_clips=2 if small and limit is None else limit,
+            clip_ids=tuple(c.strip() for c in clips.split(",") if c.strip()) if clips is not None else None,
             scenarios=scenarios, noises=noises, snrs_db=snrs_db)
         from benchmark.haaqi import check_backend
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.errors import BenchError
 from benchmark.provenance import git_sha, package_versions, run_provenance
 from benchmark.store import RunStore
 from benchmark.sweep import SweepConfig, plan_jobs
@@ -80,7 +81,8 @@ def run_sweep(
 
     checkpoint_id = _checkpoint_provenance(config.haaqinet_checkpoint)  # fails before any work
     corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
-    clips = list(corpus.clips)[: config.limit_clips] if config.limit_clips else list(corpus.clips)
+    clips = select_clips(list(corpus.clips), config.clip_ids)
+    clips = clips[: config.limit_clips] if config.limit_clips else clips
     plan = plan_jobs(config, [c.clip_id for c in clips])
     clips_by_id = {c.clip_id: c for c in clips}
     listeners = {ls.name: ls for ls in config.listeners}
@@ -139,6 +141,20 @@ def run_sweep(
         store.close()
         summary.table = store.write_table()
     return summary
+
+
+def select_clips(clips: list, clip_ids) -> list:
+    """The clips named in ``clip_ids`` (in that order), or all of them when it is None."""
+    if clip_ids is None:
+        return clips
+    from benchmark.registry_util import did_you_mean
+
+    by_id = {c.clip_id: c for c in clips}
+    unknown = [c for c in clip_ids if c not in by_id]
+    if unknown:
+        raise BenchError(f"no clip {unknown[0]!r} in the corpus{did_you_mean(unknown[0], list(by_id))}; "
+                         "the clip ids are the corpus manifest's clip_id column")
+    return [by_id[c] for c in clip_ids]
 
 
 def _unfinished(jobs, finished: set[str]) -> list:

@@ -118,6 +118,7 @@ class SweepConfig:
     haaqi_backend: str = "fast"
     haaqinet_checkpoint: str | None = "default"
     limit_clips: int | None = None
+    clip_ids: tuple[str, ...] | None = None
     ears: tuple[str, ...] = EARS
     scenarios: tuple[str, ...] = ("clean",)
     noises: tuple[str, ...] = ()
@@ -140,6 +141,10 @@ class SweepConfig:
                              f"choose {' or '.join(REFERENCE_CONVENTIONS)}")
         if not 0.5 <= self.excerpt_s <= 120:
             raise BenchError(f"excerpt length {self.excerpt_s} s is out of range 0.5..120 s")
+        if self.clip_ids is not None:
+            object.__setattr__(self, "clip_ids", tuple(self.clip_ids))
+            if not self.clip_ids or len(set(self.clip_ids)) != len(self.clip_ids):
+                raise BenchError(f"--clips must name distinct clips, got {', '.join(self.clip_ids) or 'none'}")
         if self.limit_clips is not None and self.limit_clips < 1:
             raise BenchError("--limit must be at least 1")
         bad = [e for e in self.ears if e not in EARS]
@@ -192,6 +197,8 @@ class SweepConfig:
         what it was before noisy scenarios existed, so old runs resume.
         """
         out = asdict(self)
+        if self.clip_ids is None:  # absent from older configs: keep their hash
+            out.pop("clip_ids")
         if self.scenarios == ("clean",):
             for key in ("scenarios", "noises", "snrs_db"):
                 out.pop(key)

@@ -191,3 +191,20 @@ def test_missing_haaqinet_checkpoint_fails_before_work(tmp_path, audio_folder):
                                    str(tmp_path / "nope.pt"), "--results", str(tmp_path / "r")])
     assert res.exit_code == 2 and "checkpoint not found" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_clips_option_selects_clips_in_order(tmp_path, audio_folder):
+    from benchmark.corpus import load_corpus
+
+    ids = [c.clip_id for c in load_corpus(str(audio_folder), excerpt_s=1.0).clips]
+    res = _run("run", "--processor", "unprocessed", "--spl", "65", "--audiograms", "N2",
+               "--corpus", str(audio_folder), "--clips", f"{ids[2]},{ids[0]}", "--excerpt-s", "1",
+               "--workers", "0", "--no-haaqinet", "--results", str(tmp_path / "results"), "--run-id", "c")
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "results" / "c" / "scores.parquet")
+    assert sorted(set(table["clip_id"])) == sorted([ids[2], ids[0]]) and len(table) == 4
+    bad = CliRunner().invoke(app, ["run", "--processor", "nalr", "--corpus", str(audio_folder),
+                                   "--clips", ids[0] + "x", "--workers", "0", "--no-haaqinet",
+                                   "--results", str(tmp_path / "r")])
+    assert bad.exit_code == 2 and "did you mean" in bad.output
+    assert not (tmp_path / "r").exists()
