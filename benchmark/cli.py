@@ -139,7 +139,15 @@ def _run_with_progress(config, results, run_id, executor, retry_errors):
             progress.advance(task, len(rows))
 
         return runner.run_sweep(config, results_dir=results, run_id=run_id, executor=executor,
-                                retry_errors=retry_errors, on_start=on_start, on_rows=on_rows)
+                                retry_errors=retry_errors, on_start=on_start, on_rows=on_rows,
+                                command=_command_line())
+
+
+def _command_line() -> str | None:
+    """The ``bench ...`` command as typed (recorded in run.json), or None when not run as ``bench``."""
+    import shlex
+
+    return shlex.join(["bench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "bench" else None
 
 
 def _report(summary) -> None:
@@ -182,15 +190,16 @@ def leaderboard(
     """Write the Markdown leaderboard of a run."""
     from benchmark import leaderboard as lb
     from benchmark.options import split_list
-    from benchmark.store import load_table
+    from benchmark.store import RunStore, load_table
 
     try:
         groups = lb.check_by(split_list(by)) if by is not None else None  # before reading
         table = load_table(run_dir)
         command = (f"bench leaderboard {run_dir}" + (f" --out {out}" if out else "")
                    + (f" --by {by}" if by is not None else ""))
+        run_command = RunStore(run_dir).meta().get("command") if (run_dir / "run.json").exists() else None
         text = lb.render(table, title=title or f"HAAQI leaderboard: {run_dir.name}",
-                         command=command, by=groups)
+                         command=command, by=groups, run_command=run_command)
     except BenchError as exc:
         _fail(exc)
     target = out or run_dir / "leaderboard.md"

@@ -116,12 +116,13 @@ def _fmt_spl(spl: float) -> str:
 
 
 def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: str | None = None,
-           by=None) -> str:
+           by=None, run_command: str | None = None) -> str:
     """Markdown leaderboard of a results table (deterministic for a given table).
 
     Args:
         by: ``--by`` names (:data:`GROUPINGS`) to rank within each value of;
             None: the condition columns that vary.
+        run_command: the ``bench run`` command that made the table (run.json), shown first.
     """
     if table.empty or "status" not in table:
         raise BenchError("the results table is empty: nothing to rank")
@@ -140,7 +141,8 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
     lines = [f"# {title}", ""]
     lines += _provenance(table)
     if command:
-        lines += ["", "Regenerate with:", "", "```", command, "```"]
+        runs = [run_command] if run_command else []
+        lines += ["", "Regenerate with:", "", "```", *runs, command, "```"]
     over = ("clips, listeners, ears, SPLs and listening conditions (all pooled; see the "
             "sections per condition below)") if len(conditions) > 1 else "clips, listeners, ears and SPLs"
     lines += ["", "## Ranking by mean HAAQI", "",

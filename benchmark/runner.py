@@ -63,6 +63,7 @@ def run_sweep(
     executor=None,
     on_start: Callable[[int, int], None] | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
+    command: str | None = None,
 ) -> RunSummary:
     """Run (or resume) a sweep.
 
@@ -75,6 +76,7 @@ def run_sweep(
         executor: an executor object (see :mod:`benchmark.executors`).
         on_start: called with (trials to run, trials skipped) before work starts.
         on_rows: called with the rows of each finished job.
+        command: the command line that started the run, recorded in run.json.
     """
     from benchmark.corpus import load_corpus
     from benchmark.executors import make_executor
@@ -98,6 +100,7 @@ def run_sweep(
         "processors": {pid: {"name": p.name, "label": p.label, "params": p.params()}
                        for pid, p in plan.processors.items()},
         "haaqinet_checkpoint": checkpoint_id,
+        "command": command,
         **run_provenance(),
     }
     store.prepare(meta)  # checks the folder is writable and has space, before any work

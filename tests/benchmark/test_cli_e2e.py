@@ -208,3 +208,17 @@ def test_clips_option_selects_clips_in_order(tmp_path, audio_folder):
                                    "--results", str(tmp_path / "r")])
     assert bad.exit_code == 2 and "did you mean" in bad.output
     assert not (tmp_path / "r").exists()
+
+
+def test_run_command_is_recorded_and_shown_on_the_leaderboard(tmp_path, audio_folder, monkeypatch):
+    argv = ["bench", "run", "--processor", "nalr", "--corpus", str(audio_folder), "--limit", "1",
+            "--excerpt-s", "1", "--workers", "0", "--no-haaqinet", "--audiograms", "N2",
+            "--results", str(tmp_path / "results"), "--run-id", "cmd"]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/bench", *argv[1:]])
+    assert _run(*argv[1:]).exit_code == 0
+    run_dir = tmp_path / "results" / "cmd"
+    assert json.loads((run_dir / "run.json").read_text())["command"].startswith("bench run --processor nalr")
+    out = tmp_path / "board.md"
+    assert _run("leaderboard", str(run_dir), "--out", str(out)).exit_code == 0
+    text = out.read_text()
+    assert text.index("bench run --processor nalr") < text.index("bench leaderboard")
