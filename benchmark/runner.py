@@ -177,9 +177,9 @@ def _checkpoint_provenance(checkpoint: str | None) -> str:
         return ""
     import hashlib
 
-    from haaqinet.predict import DEFAULT_CHECKPOINT
+    from haaqinet.predict import resolve_checkpoint
 
-    path = Path(DEFAULT_CHECKPOINT if checkpoint == "default" else checkpoint)
+    path = resolve_checkpoint(checkpoint)  # a path, or a name: default, teacher, student
     if not path.is_file():
         from benchmark.errors import BenchError
 

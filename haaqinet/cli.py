@@ -1,7 +1,8 @@
-"""``bench haaqinet``: make training data, train, evaluate and predict with HAAQI-Net.
+"""``bench haaqinet``: make training data, train, evaluate and predict with HAAQI-Net; distil, fine-tune, SPL study.
 
 Thin commands over :mod:`haaqinet.data`, :mod:`haaqinet.train`,
-:mod:`haaqinet.evaluate` and :mod:`haaqinet.predict`; torch is imported inside
+:mod:`haaqinet.evaluate`, :mod:`haaqinet.predict`, :mod:`haaqinet.distill`,
+:mod:`haaqinet.ratings`, :mod:`haaqinet.finetune` and :mod:`haaqinet.spl_study`; torch is imported inside
 the commands only. Run as ``bench haaqinet ...`` or ``python -m haaqinet.cli ...``.
 """
 
@@ -17,7 +18,8 @@ import typer
 from benchmark.errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="HAAQI-Net: a non-intrusive predictor of HAAQI (make-data, train, evaluate, predict).")
+                  help="HAAQI-Net: a non-intrusive predictor of HAAQI (make-data, train, evaluate, predict, "
+                       "distill, synth-ratings, finetune, spl-study).")
 
 
 def _fail(exc: BenchError) -> None:
@@ -119,7 +121,8 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint [default: the shipped one]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student "
+                                              "[default: the shipped one]."),
     split: List[str] = typer.Option([], help="Splits to evaluate [default: test, unseen-conditions, val, train]."),
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
@@ -150,7 +153,8 @@ def predict(
     spl: float = typer.Option(65.0, help="RMS presentation level of each file in dB SPL."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint [default: the shipped one]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student "
+                                              "[default: the shipped one]."),
     device: str = typer.Option("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, ear, haaqinet}."),
 ) -> None:
@@ -178,6 +182,165 @@ def predict(
     else:
         for r in rows:
             typer.echo(f"{r['file']}  {r['ear']:<6} HAAQI-Net {r['haaqinet']:.4f}")
+
+
+@app.command()
+def distill(
+    data: Path = typer.Option(..., help="Data set folder made by make-data."),
+    teacher: str = typer.Option("default", help="Teacher checkpoint: a path, or default (the shipped one)."),
+    out: Path = typer.Option(Path("haaqinet-student.pt"), help="Student checkpoint to write (+ .json sidecar)."),
+    student_arg: List[str] = typer.Option([], help="HAAQINet option of the student key=value (JSON values), "
+                                          "repeatable; overrides haaqinet.distill.STUDENT_ARGS."),
+    student_frontend_arg: List[str] = typer.Option([], help="Front-end option of the student key=value, repeatable."),
+    alpha: float = typer.Option(0.3, help="Weight of the HAAQI label against the teacher's scores (0..1)."),
+    frame_weight: float = typer.Option(1.0, help="Weight of the frame term."),
+    hint_weight: float = typer.Option(0.1, help="Weight of the encoder (hidden state) term; 0: off."),
+    ema: float = typer.Option(0.995, help="Per-step decay of the weight average that is validated and kept; 0: off."),
+    epochs: int = typer.Option(30, help="Epochs (the cosine decay spans them)."),
+    batch_size: int = typer.Option(64), lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    patience: int = typer.Option(8, help="Epochs without validation improvement before stopping."),
+    max_seconds: Optional[float] = typer.Option(None, help="Time limit for the epochs."),
+    max_train_items: Optional[int] = typer.Option(None, help="Use a seeded sample of this many training items."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Distil a small student from a teacher checkpoint (docs/haaqinet-distill.md); evaluate both side by side."""
+    from haaqinet.distill import STUDENT_ARGS, DistillConfig
+    from haaqinet.distill import distill as run_distillation
+
+    try:
+        if not 0.0 <= alpha <= 1.0:
+            raise BenchError(f"--alpha {alpha} is outside 0..1")
+        if not 0.0 <= ema < 1.0:
+            raise BenchError(f"--ema {ema} is outside 0..1 (0 turns it off)")
+        args = json.loads(json.dumps(STUDENT_ARGS))
+        args.update(_kv(student_arg))
+        args["frontend_args"] = {**args.get("frontend_args", {}), **_kv(student_frontend_arg)}
+        cfg = DistillConfig(teacher=teacher, student_args=args, alpha=alpha, frame_weight=frame_weight,
+                            hint_weight=hint_weight, ema=ema, epochs=epochs, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, patience=patience, max_seconds=max_seconds,
+                            max_train_items=max_train_items, device=device, workers=workers, seed=seed)
+        _, metrics = run_distillation(data, out, cfg, log=_echo)
+    except BenchError as exc:
+        _fail(exc)
+    size = metrics["size"]
+    typer.echo(f"parameters: teacher {size['teacher_parameters']:,}, student {size['student_parameters']:,} "
+               f"({100 * size['parameter_reduction']:.1f} % fewer)")
+    typer.echo(f"FLOPs per 10-s clip: teacher {size['teacher_flops_10s']['total'] / 1e6:.1f} M, student "
+               f"{size['student_flops_10s']['total'] / 1e6:.1f} M ({100 * size['flop_reduction']:.1f} % fewer)")
+    typer.echo(f"{'split':<18} {'n':>6} {'teacher LCC':>12} {'student LCC':>12} {'drop':>8}")
+    for split, d in metrics["lcc_drop"].items():
+        typer.echo(f"{split:<18} {metrics['per_split'][split]['n']:>6} {d['teacher_lcc']:>12.4f} "
+                   f"{d['student_lcc']:>12.4f} {d['lcc_drop']:>8.4f}")
+    typer.echo(f"wrote {out} and {out}.json")
+
+
+@app.command("synth-ratings")
+def synth_ratings(
+    data: Path = typer.Option(..., help="Data set folder made by make-data (its labels drive the ratings)."),
+    out: Path = typer.Option(..., help="Folder for audio/*.wav, ratings.csv and synthetic.json."),
+    n_items: int = typer.Option(600, help="Items to rate (a seeded sample)."),
+    split: List[str] = typer.Option([], help="Splits to sample [default: test, unseen-conditions]."),
+    seed: int = typer.Option(0), workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
+) -> None:
+    """Write a DEMONSTRATION ratings set: 1-5 MOS = known logistic of HAAQI + listener bias + noise (not listeners)."""
+    from haaqinet.ratings import synthesise_ratings
+
+    try:
+        summary = synthesise_ratings(data, out, n_items=n_items, splits=tuple(split) or ("test", "unseen-conditions"),
+                                     seed=seed, workers=workers, progress=_progress("inputs regenerated"))
+    except BenchError as exc:
+        _fail(exc)
+    m = summary["model"]
+    typer.echo(f"wrote {summary['csv']}: {summary['n']} synthetic ratings (1-5 MOS) from {summary['n_listeners']} "
+               f"listeners; MOS = {m['floor']} + {m['ceil'] - m['floor']:g} * logistic({m['slope']:g} * (HAAQI - "
+               f"{m['midpoint']})) + bias N(0, {m['bias_sd']}) + noise N(0, {m['noise_sd']}); LCC with HAAQI "
+               f"{summary['lcc_rating_vs_haaqi']:.3f}. A demonstration, not listener data.")
+
+
+@app.command()
+def finetune(
+    ratings: Path = typer.Option(..., help="Ratings CSV: file, audiogram, spl_db, score[, listener][, scale] "
+                                 "(docs/haaqinet-finetune.md)."),
+    scale: Optional[str] = typer.Option(None, help="Score scale: mos (1-5) or mushra (0-100) [default: the "
+                                        "CSV's scale column]."),
+    checkpoint: str = typer.Option("default", help="Checkpoint to start from: a path, default or student."),
+    out: Path = typer.Option(Path("haaqinet-finetuned.pt"), help="Fine-tuned checkpoint (+ .json sidecar)."),
+    held_out: float = typer.Option(0.2, help="Share of audio files held out for the report."),
+    val: float = typer.Option(0.15, help="Share of the remaining files for early stopping."),
+    freeze: str = typer.Option("", help="Comma-separated layer groups to freeze: frontend, encoder, rnn, project, "
+                               "attention, output."),
+    epochs: int = typer.Option(60), batch_size: int = typer.Option(32), lr: float = typer.Option(5e-4),
+    weight_decay: float = typer.Option(1e-2), patience: int = typer.Option(8),
+    max_seconds: Optional[float] = typer.Option(None, help="Time limit for the epochs."),
+    bootstrap: int = typer.Option(2000, help="Bootstrap resamples for the confidence intervals."),
+    seed: int = typer.Option(0), device: str = typer.Option("cpu"),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    predictions: Optional[Path] = typer.Option(None, help="Write per-rating predictions (CSV) here."),
+) -> None:
+    """Fine-tune on subjective ratings; report zero-shot against fine-tuned on held-out files, with a bootstrap CI."""
+    from haaqinet.finetune import FinetuneConfig, format_report
+    from haaqinet.finetune import finetune as run_finetune
+
+    try:
+        cfg = FinetuneConfig(checkpoint=checkpoint, scale=scale, held_out=held_out, val=val,
+                             freeze=[g.strip() for g in freeze.split(",") if g.strip()], epochs=epochs,
+                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                             max_seconds=max_seconds, bootstrap=bootstrap, seed=seed, device=device)
+        _, report = run_finetune(ratings, out, cfg, log=_echo, predictions=predictions,
+                                 progress=_progress("audio read"))
+    except BenchError as exc:
+        _fail(exc)
+    typer.echo(format_report(report))
+    if as_json:
+        as_json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    typer.echo(f"wrote {out} and {out}.json")
+
+
+@app.command("spl-study")
+def spl_study(
+    data: Path = typer.Option(..., help="Data set folder made by make-data (the study uses its test split)."),
+    checkpoint: List[str] = typer.Option([], help="Checkpoint(s) to evaluate, path or name, repeatable "
+                                         "[default: default]."),
+    n_groups: int = typer.Option(25, help="Test groups (of 4 items each) to relabel at every level."),
+    spl: str = typer.Option("45,50,55,60,65,70,75,80,85", help="Presentation levels in dB SPL."),
+    seed: int = typer.Option(0), workers: int = typer.Option(1, help="HAAQI labelling processes."),
+    haaqi_backend: Optional[str] = typer.Option(None, help="HAAQI implementation [default: the recipe's]."),
+    out: Path = typer.Option(Path("leaderboards"), help="Folder for haaqinet-spl-study.md/.png/.csv/.json."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Evaluate checkpoints against HAAQI relabelled at 45..85 dB SPL on held-out items; write table + plot."""
+    import shlex
+    import sys
+
+    from haaqinet.spl_study import run_study, write_outputs
+
+    try:
+        try:
+            levels = [float(v) for v in spl.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise BenchError(f"--spl {spl!r}: give levels in dB SPL separated by commas") from None
+        if len(levels) < 2:
+            raise BenchError("--spl needs at least two levels")
+        result = run_study(checkpoint or ["default"], data, n_groups=n_groups, spls=levels, seed=seed,
+                           workers=workers, haaqi_backend=haaqi_backend, device=device,
+                           progress=_progress("labels at all levels"), log=_echo)
+        argv = sys.argv[sys.argv.index("spl-study"):] if "spl-study" in sys.argv else ["spl-study"]
+        command = "bench haaqinet " + " ".join(shlex.quote(a) for a in argv)
+        paths = write_outputs(result, out, command=command)
+    except BenchError as exc:
+        _fail(exc)
+    alls = result["table"][result["table"]["severity"] == "all"]
+    for label, c in result["checkpoints"].items():
+        typer.echo(f"{label} ({c['file']}):")
+        for r in alls[alls["checkpoint"] == label].itertuples():
+            typer.echo(f"  {r.spl_db:>5g} dB SPL  n={r.n:<4} LCC {r.lcc:.4f}  SRCC {r.srcc:.4f}  MSE {r.mse:.5f}")
+        s = c["summary"]
+        typer.echo(f"  gap best-worst LCC {s['gap']:.4f} (goal <= {s['goal_gap']}: "
+                   f"{'met' if s['goal_met'] else 'missed'})")
+    typer.echo("wrote " + ", ".join(paths.values()))
 
 
 def _kv(items: list[str]) -> dict:

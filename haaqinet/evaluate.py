@@ -119,7 +119,7 @@ def evaluate(model, data_folder: Path, *, splits=EVAL_SPLITS, device: str = "cpu
     """Predict every item of ``splits`` of a data set and compare with its HAAQI label.
 
     Args:
-        model: a :class:`~haaqinet.model.HAAQINet` (or a checkpoint path).
+        model: a :class:`~haaqinet.model.HAAQINet`, a checkpoint path or a checkpoint name (``student``).
         data_folder: a data set made by ``make-data``.
         max_train_items: evaluate at most this many training items (a seeded sample).
 
@@ -133,8 +133,9 @@ def evaluate(model, data_folder: Path, *, splits=EVAL_SPLITS, device: str = "cpu
 
     if isinstance(model, (str, Path)):
         from haaqinet.checkpoint import load_checkpoint
+        from haaqinet.predict import resolve_checkpoint
 
-        model = load_checkpoint(model, map_location=device)
+        model = load_checkpoint(resolve_checkpoint(model), map_location=device)
     df = data.load_labels(data_folder, splits=splits)
     if max_train_items is not None:
         train = df[df["split"] == "train"]

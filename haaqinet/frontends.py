@@ -121,10 +121,18 @@ def calibrate_to_spl(waveform: torch.Tensor, spl_db: torch.Tensor) -> torch.Tens
     Returns:
         float tensor, shape (B, n_samples).
     """
-    rms = waveform.square().mean(dim=1).sqrt()  # (B,)
+    return waveform * calibration_gain(waveform, spl_db).unsqueeze(1)
+
+
+def calibration_gain(waveform: torch.Tensor, spl_db: torch.Tensor) -> torch.Tensor:
+    """The per-clip gain of :func:`calibrate_to_spl`, (B,) (1 for silent clips).
+
+    Front ends with ``accepts_gain`` (``auditory``) take it instead of a rescaled waveform and apply it
+    to their power spectrum, which saves a pass over every sample.
+    """
+    rms = torch.linalg.vector_norm(waveform, dim=1) / math.sqrt(max(waveform.shape[1], 1))  # (B,)
     target = torch.pow(10.0, (spl_db.to(waveform.dtype) - CALIBRATED_DB_SPL_AT_RMS1) / 20.0)  # (B,)
-    gain = torch.where(rms >= _SILENT_RMS, target / rms.clamp(min=_SILENT_RMS), torch.ones_like(rms))
-    return waveform * gain.unsqueeze(1)
+    return torch.where(rms >= _SILENT_RMS, target / rms.clamp(min=_SILENT_RMS), torch.ones_like(rms))
 
 
 class MelFrontend(Frontend):
@@ -226,7 +234,8 @@ class AuditoryFrontend(Frontend):
     """Front end ``auditory``: a calibrated ERB-spaced filterbank read against the listener's thresholds.
 
     A fixed (parameter-free) part computes, every 20 ms (STFT: 32-ms Hann window,
-    20-ms hop, centred), four maps of ``n_bands`` ERB-spaced triangular bands from
+    20-ms hop, centred; ``n_fft`` and ``hop`` in samples at 16 kHz change them, e.g. the
+    distilled student's 40-ms hop), four maps of ``n_bands`` ERB-spaced triangular bands from
     ``f_min_hz`` to ``f_max_hz``:
 
     * ``level``: band level in dB SPL of the calibrated waveform (RMS 1.0 = 100 dB SPL,
@@ -245,7 +254,7 @@ class AuditoryFrontend(Frontend):
     deviation over time of every map, and of the frame-to-frame change of the
     level: the envelope modulation that noise and compression flatten), projected
     and added to every frame, then a conv stem (kernel 3; ``log2(stride)`` of its
-    convolutions halve the frame rate: 50 / stride frames per second) and
+    convolutions halve the frame rate: 16000 / hop / stride frames per second) and
     ``n_layers - 1`` pre-norm transformer layers.
 
     The fixed part needs the audiogram, so this front end has ``wants_audiogram``;
@@ -256,11 +265,13 @@ class AuditoryFrontend(Frontend):
     external_weights = False
     wants_calibrated_input = True
     wants_audiogram = True
+    accepts_gain = True
     N_FFT, HOP = 512, 320
     N_MAPS = 4
 
     def __init__(self, n_bands: int = 48, f_min_hz: float = 80.0, f_max_hz: float = 7800.0, dim: int = 128,
-                 n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1):
+                 n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1,
+                 n_fft: int = 512, hop: int = 320):
         super().__init__()
         if n_layers < 1 or dim % n_heads:
             raise BenchError(
@@ -268,6 +279,10 @@ class AuditoryFrontend(Frontend):
             )
         if stride not in (1, 2, 4, 8):
             raise BenchError(f"auditory front end: stride must be 1, 2, 4 or 8 (got {stride})")
+        if n_fft < 64 or n_fft % 2 or not 16 <= hop <= 4 * n_fft:
+            raise BenchError(f"auditory front end: need an even n_fft >= 64 and 16 <= hop <= 4 n_fft "
+                             f"(got n_fft={n_fft}, hop={hop})")
+        self.N_FFT, self.HOP = int(n_fft), int(hop)  # instance values shadow the class defaults (512, 320)
         self.n_bands, self.n_layers, self.dim, self.stride = n_bands, n_layers, dim, stride
         self._n_halvings = int(round(math.log2(stride)))
         self.frames_per_second = self.sample_rate_hz / self.HOP / stride
@@ -307,13 +322,43 @@ class AuditoryFrontend(Frontend):
         """(B, 8) dB HL -> (B, n_bands) threshold in dB SPL at each band centre."""
         return (audiogram_db_hl.float() + self.retspl) @ self.interp.T
 
-    def precompute(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor) -> torch.Tensor:
-        """The fixed maps: calibrated (B, n) and (B, 8) dB HL -> (B, T, 4 * n_bands)."""
-        spec = torch.stft(waveform_16k.float(), self.N_FFT, self.HOP, window=self.window, center=True,
-                          return_complex=True)  # (B, n_bins, T)
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """``torch.stft(x, center=True)`` (reflect padding) without copying the signal: (B, n) -> (B, n_bins, T).
+
+        Frames that need no padding come from the signal itself; the few at each end from short
+        reflect-padded pieces. The frames hold the same samples as ``center=True``'s.
+        """
+        n, half, hop = x.shape[1], self.N_FFT // 2, self.HOP
+        n_frames = n // hop + 1
+        k_lo = -(-half // hop)  # first frame that needs no left padding
+        k_hi = (n - half) // hop  # last frame that needs no right padding
+        if n <= half + 1 or k_hi < k_lo or (k_lo - 1) * hop + half > n:
+            return torch.stft(x, self.N_FFT, hop, window=self.window, center=True, return_complex=True)
+
+        def frames(piece):
+            return torch.stft(piece, self.N_FFT, hop, window=self.window, center=False, return_complex=True)
+
+        head = torch.cat([x[:, 1:half + 1].flip(1), x[:, :(k_lo - 1) * hop + half]], dim=1)
+        parts = [frames(head)[..., :k_lo], frames(x[:, k_lo * hop - half:k_hi * hop + half])]
+        if k_hi + 1 < n_frames:
+            tail = torch.cat([x[:, (k_hi + 1) * hop - half:], x[:, -half - 1:-1].flip(1)], dim=1)
+            parts.append(frames(tail)[..., :n_frames - 1 - k_hi])
+        return torch.cat(parts, dim=2)
+
+    def precompute(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor,
+                   gain: torch.Tensor | None = None) -> torch.Tensor:
+        """The fixed maps: calibrated (B, n) and (B, 8) dB HL -> (B, T, 4 * n_bands).
+
+        ``gain``: optional (B,) calibration gain (:func:`calibration_gain`) of an uncalibrated waveform,
+        applied to the power spectrum (the same maps as for ``waveform * gain``).
+        """
+        spec = self.stft(waveform_16k.float())  # (B, n_bins, T)
         scale = torch.full((spec.shape[1], 1), 2.0, device=spec.device)
         scale[0], scale[-1] = 1.0, 1.0
-        power = spec.real.square().add(spec.imag.square()) * scale / (self.N_FFT * self.window.square().sum())
+        scale = scale / (self.N_FFT * self.window.square().sum())  # band powers are mean squares
+        if gain is not None:
+            scale = scale * gain.float().square()[:, None, None]  # (B, n_bins, 1)
+        power = spec.real.square().add(spec.imag.square()) * scale
         band = torch.einsum("kf,bft->btk", self.bands, power)  # (B, T, n_bands)
         level = 10.0 * torch.log10(band + 1e-13) + CALIBRATED_DB_SPL_AT_RMS1
         level = level.clamp(min=-10.0)
@@ -328,8 +373,10 @@ class AuditoryFrontend(Frontend):
         """The learned part: (B, T, 4 * n_bands) maps -> n_layers hidden states, each (B, T', dim)."""
         feats = feats.float()
         level = feats[..., :self.n_bands]
-        stats = torch.cat([feats.mean(dim=1), feats.std(dim=1),
-                           (level[:, 1:] - level[:, :-1]).abs().mean(dim=1)], dim=1)  # (B, 2 * n_in + n_bands)
+        mean = feats.mean(dim=1, keepdim=True)
+        std = ((feats - mean).square().sum(dim=1) / max(feats.shape[1] - 1, 1)).sqrt()  # = std(dim=1), faster
+        stats = torch.cat([mean[:, 0], std, (level[:, 1:] - level[:, :-1]).abs().mean(dim=1)],
+                          dim=1)  # (B, 2 * n_in + n_bands)
         x = self.stem(feats.transpose(1, 2))  # (B, dim, T')
         x = x + self.stats(stats).unsqueeze(2)
         x = self.stem_norm((x + self.pos_conv(x)).transpose(1, 2))  # (B, T', dim)
@@ -339,9 +386,10 @@ class AuditoryFrontend(Frontend):
             hidden.append(x)
         return hidden
 
-    def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor) -> list[torch.Tensor]:
-        """(B, n) calibrated, (B, 8) dB HL -> n_layers hidden states, each (B, T', dim)."""
-        return self.forward_features(self.precompute(waveform_16k, audiogram_db_hl))
+    def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor,
+                gain: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """(B, n) calibrated (or with its ``gain``), (B, 8) dB HL -> n_layers hidden states, each (B, T', dim)."""
+        return self.forward_features(self.precompute(waveform_16k, audiogram_db_hl, gain))
 
     def n_frames(self, n_samples: int) -> int:
         frames = n_samples // self.HOP + 1

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from benchmark.errors import BenchError
-from haaqinet.frontends import calibrate_to_spl, create_frontend
+from haaqinet.frontends import calibrate_to_spl, calibration_gain, create_frontend
 
 #: Audiogram frequencies expected by the model, in Hz.
 AUDIOGRAM_FREQUENCIES_HZ = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
@@ -64,6 +64,9 @@ class HAAQINet(nn.Module):
         attention_heads: heads of the self-attention (16).
         dropout: dropout after the projection (0.3).
         use_spl: feed the normalised presentation level to the head.
+        rnn: ``"lstm"`` (the paper's BLSTM) or ``"none"``: a per-frame ``Linear(adapter_dim + n_cond ->
+            2 * lstm_hidden)`` and GELU instead, for small students whose front end already mixes time
+            (no sequential step: cheaper on a CPU at batch 1).
     """
 
     model_name = "HAAQINet"
@@ -71,8 +74,10 @@ class HAAQINet(nn.Module):
     def __init__(self, frontend: str = "mel", frontend_args: dict | None = None,
                  freeze_frontend: bool | None = None, adapter_dim: int = 256, lstm_hidden: int = 100,
                  attention_dim: int = 256, attention_heads: int = 16, dropout: float = 0.3,
-                 use_spl: bool = True):
+                 use_spl: bool = True, rnn: str = "lstm"):
         super().__init__()
+        if rnn not in ("lstm", "none"):
+            raise BenchError(f"HAAQINet: rnn must be 'lstm' or 'none' (got {rnn!r})")
         frontend_args = dict(frontend_args or {})
         self.frontend = create_frontend(frontend, **frontend_args)
         if freeze_frontend is None:
@@ -80,6 +85,8 @@ class HAAQINet(nn.Module):
         self._args = dict(frontend=frontend, frontend_args=frontend_args, freeze_frontend=bool(freeze_frontend),
                           adapter_dim=adapter_dim, lstm_hidden=lstm_hidden, attention_dim=attention_dim,
                           attention_heads=attention_heads, dropout=dropout, use_spl=use_spl)
+        if rnn != "lstm":  # recorded only when not the default, so older model_args stay as they were
+            self._args["rnn"] = rnn
         self.freeze_frontend = bool(freeze_frontend)
         self.use_spl = use_spl
         n_layers, dim = self.frontend.n_layers, self.frontend.dim
@@ -87,7 +94,11 @@ class HAAQINet(nn.Module):
         self.layer_weights = nn.Parameter(torch.zeros(n_layers))  # softmax -> equal weights at start
         self.adapter = nn.Linear(dim, adapter_dim)
         n_cond = len(AUDIOGRAM_FREQUENCIES_HZ) + (1 if use_spl else 0)
-        self.blstm = nn.LSTM(adapter_dim + n_cond, lstm_hidden, batch_first=True, bidirectional=True)
+        if rnn == "lstm":
+            self.blstm = nn.LSTM(adapter_dim + n_cond, lstm_hidden, batch_first=True, bidirectional=True)
+        else:
+            self.blstm = None
+            self.pointwise = nn.Linear(adapter_dim + n_cond, 2 * lstm_hidden)
         self.project = nn.Linear(2 * lstm_hidden, attention_dim)
         self.dropout = nn.Dropout(dropout)
         self.attention = nn.MultiheadAttention(attention_dim, attention_heads, batch_first=True)
@@ -139,6 +150,8 @@ class HAAQINet(nn.Module):
         """
         if not hasattr(self.frontend, "precompute"):
             raise BenchError(f"the {self._args['frontend']} front end has no fixed features to precompute")
+        if self.frontend.wants_calibrated_input and getattr(self.frontend, "accepts_gain", False):
+            return self.frontend.precompute(waveform_16k, audiogram_db_hl, calibration_gain(waveform_16k, spl_db))
         if self.frontend.wants_calibrated_input:
             waveform_16k = calibrate_to_spl(waveform_16k, spl_db)
         return self.frontend.precompute(waveform_16k, audiogram_db_hl)
@@ -152,6 +165,8 @@ class HAAQINet(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_frontend):
             if features is not None:
                 hidden = self.frontend.forward_features(features)
+            elif self.frontend.wants_calibrated_input and getattr(self.frontend, "accepts_gain", False):
+                hidden = self.frontend(waveform_16k, audiogram_db_hl, calibration_gain(waveform_16k, spl_db))
             else:
                 if self.frontend.wants_calibrated_input:
                     waveform_16k = calibrate_to_spl(waveform_16k, spl_db)
@@ -192,9 +207,12 @@ class HAAQINet(nn.Module):
         x = torch.cat([x, cond], dim=2)  # (B, T, adapter_dim + n_cond)
 
         mask = None if n_samples is None else self.frame_mask(n_samples, n_frames).to(x.device)  # (B, T)
-        if mask is None or bool(mask.all()):
-            x, _ = self.blstm(x)  # (B, T, 2 * lstm_hidden)
+        if mask is not None and bool(mask.all()):
             mask = None
+        if self.blstm is None:
+            x = F.gelu(self.pointwise(x))  # (B, T, 2 * lstm_hidden), per frame
+        elif mask is None:
+            x, _ = self.blstm(x)  # (B, T, 2 * lstm_hidden)
         else:
             lengths = mask.sum(dim=1).clamp(min=1).cpu()
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)

@@ -28,12 +28,35 @@ import numpy as np
 
 from benchmark.errors import AudioError, BenchError
 
-#: The shipped default checkpoint.
+#: The shipped default checkpoint (the teacher of the distilled student).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
+#: The shipped distilled student (docs/haaqinet-distill.md).
+STUDENT_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
+#: Names accepted wherever a checkpoint path is (``--checkpoint student``, ``--haaqinet-checkpoint student``).
+CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": DEFAULT_CHECKPOINT, "student": STUDENT_CHECKPOINT}
 MODEL_RATE_HZ = 16000
 #: Lowest accepted input sample rate in Hz (below it the 16-kHz model would see an empty upper band).
 MIN_RATE_HZ = 8000
 SILENCE_RMS = 1e-5
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """The file of a checkpoint given by path or by name.
+
+    ``None``, ``"default"`` and ``"teacher"`` are the shipped ``haaqinet-auditory.pt``; ``"student"`` is
+    the distilled ``haaqinet-auditory-student.pt``. An existing file always wins over a name. A path that
+    does not exist and whose last part is a name (``/work/run/student``, as a CLI that made the name
+    absolute passes it) is that name too.
+    """
+    if checkpoint is None:
+        return DEFAULT_CHECKPOINT
+    path = Path(checkpoint)
+    if path.exists():
+        return path
+    for key in (str(checkpoint), path.name):
+        if key in CHECKPOINT_NAMES:
+            return CHECKPOINT_NAMES[key]
+    return path
 
 
 def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarray, spl_db: np.ndarray, *,
@@ -92,7 +115,8 @@ class Predictor:
     """A loaded HAAQI-Net: predictions for arrays, files and manifests.
 
     Args:
-        checkpoint: a checkpoint path (default: the shipped ``haaqinet-auditory.pt``).
+        checkpoint: a checkpoint path, or a name of :data:`CHECKPOINT_NAMES` (``"student"``; default: the
+            shipped ``haaqinet-auditory.pt``).
         device: torch device string.
         batch_size: clips per forward pass.
         frontend_path: where an external encoder (beats/hf) now lives, if it moved.
@@ -102,10 +126,11 @@ class Predictor:
                  frontend_path: str | Path | None = None):
         from haaqinet.checkpoint import load_checkpoint
 
-        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-        if checkpoint is None and not path.is_file():
-            raise BenchError(f"the default HAAQI-Net checkpoint is missing ({path}); reinstall haaqi-bench or "
-                             f"pass --checkpoint")
+        path = resolve_checkpoint(checkpoint)
+        named = checkpoint is None or str(checkpoint) in CHECKPOINT_NAMES or path in CHECKPOINT_NAMES.values()
+        if named and not path.is_file():
+            raise BenchError(f"the shipped HAAQI-Net checkpoint {path.name} is missing ({path}); reinstall "
+                             f"haaqi-bench or pass --checkpoint")
         self.checkpoint = path
         self.device, self.batch_size = device, batch_size
         self.model = load_checkpoint(path, map_location=device, frontend_path=frontend_path)

@@ -1,0 +1,60 @@
+"""SPL robustness study on toy data: relabelling, the table's shape and range, outputs, the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from benchmark.audiogram import SEVERITY_ORDER
+from haaqinet.cli import app
+from haaqinet.spl_study import TABLE_COLUMNS, build_study, run_study
+
+
+def test_relabelling_follows_the_level(toy_teacher):
+    folder, _ = toy_teacher
+    table, x16, info = build_study(folder, n_groups=2, spls=(45, 85), log=lambda *_: None)
+    assert info["n_items"] == 8 and len(table) == 16 and x16.shape == (16, 16000)
+    assert table["haaqi"].between(0, 1).all()
+    by = table.pivot(index="item_id", columns="spl_db", values="judged_db_spl")
+    assert ((by[85.0] - by[45.0]) > 20).all()  # the judged level follows the presentation level
+    again, _, info2 = build_study(folder, n_groups=2, spls=(45, 85), log=lambda *_: None)
+    assert info2["cached"] and np.allclose(again["haaqi"], table["haaqi"])
+
+
+def test_study_table_shape_and_range(toy_teacher):
+    folder, teacher = toy_teacher
+    spls = (45, 65, 85)
+    result = run_study([str(teacher)], folder, n_groups=2, spls=spls, log=lambda *_: None)
+    t = result["table"]
+    assert list(t.columns) == list(TABLE_COLUMNS)
+    sevs = sorted(set(result["items"]["severity"]), key=SEVERITY_ORDER.index)
+    assert len(t) == len(spls) * (1 + len(sevs))
+    assert sorted(set(t["spl_db"])) == [45.0, 65.0, 85.0] and set(t["severity"]) == {"all", *sevs}
+    alls = t[t["severity"] == "all"]
+    assert (alls["n"] == 8).all() and alls[["lcc", "srcc"]].notna().all().all()
+    vals = t[["lcc", "srcc"]].to_numpy().ravel()
+    vals = vals[np.isfinite(vals)]
+    assert ((vals >= -1) & (vals <= 1)).all() and (t["mse"] >= 0).all()
+    s = result["checkpoints"]["teacher.pt"]["summary"]
+    assert s["gap"] == s["best_lcc"] - s["worst_lcc"] >= 0 and s["goal_met"] == (s["gap"] <= 0.03)
+
+
+def test_spl_study_cli_writes_the_leaderboard_files(toy_teacher, tmp_path):
+    folder, teacher = toy_teacher
+    out = tmp_path / "boards"
+    res = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--checkpoint", str(teacher),
+                                   "--n-groups", "2", "--spl", "45,85", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "gap best-worst LCC" in res.output
+    md = (out / "haaqinet-spl-study.md").read_text()
+    assert "bench haaqinet spl-study" in md and "sha256" in md and "haaqinet-spl-study.png" in md
+    assert (out / "haaqinet-spl-study.png").stat().st_size > 1000
+    table = pd.read_csv(out / "haaqinet-spl-study.csv")
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    doc = json.loads((out / "haaqinet-spl-study.json").read_text())
+    assert doc["info"]["n_items"] == 8 and "teacher.pt" in doc["checkpoints"]
+    bad = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--spl", "45,150", "--out", str(out)])
+    assert bad.exit_code == 2 and "out of range" in bad.output
