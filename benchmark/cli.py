@@ -72,8 +72,8 @@ def run(
     haaqi_backend: str = typer.Option("fast", help="HAAQI implementation: fast or pyclarity."),
     haaqinet: bool = typer.Option(True, "--haaqinet/--no-haaqinet",
                                   help="Also predict each output with HAAQI-Net."),
-    haaqinet_checkpoint: Optional[Path] = typer.Option(None, help="HAAQI-Net checkpoint "
-                                                       "[default: the shipped one]."),
+    haaqinet_checkpoint: Optional[str] = typer.Option(None, help="HAAQI-Net checkpoint: a path, or "
+                                                      "default (the shipped teacher) or student."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
@@ -100,8 +100,7 @@ def run(
                 str(listeners) if listeners else None),
             corpus=corpus, excerpt_s=4.0 if small else excerpt_s,
             reference=reference, haaqi_backend=haaqi_backend,
-            haaqinet_checkpoint=(str(haaqinet_checkpoint.resolve()) if haaqinet_checkpoint
-                                 else "default") if haaqinet else None,
+            haaqinet_checkpoint=_checkpoint_spec(haaqinet_checkpoint) if haaqinet else None,
             limit_clips=2 if small and limit is None else limit,
             clip_ids=tuple(c.strip() for c in clips.split(",") if c.strip()) if clips is not None else None,
             scenarios=scenarios, noises=noises, snrs_db=snrs_db)
@@ -117,6 +116,15 @@ def run(
     except BenchError as exc:
         _fail(exc)
     _report(summary)
+
+
+def _checkpoint_spec(value: str | None) -> str:
+    """A shipped checkpoint's name as it is, a path made absolute (the run may resume elsewhere)."""
+    from haaqinet.predict import CHECKPOINT_NAMES
+
+    if value is None:
+        return "default"
+    return value if value in CHECKPOINT_NAMES else str(Path(value).resolve())
 
 
 def _run_with_progress(config, results, run_id, executor, retry_errors):

@@ -44,19 +44,14 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
     """The file of a checkpoint given by path or by name.
 
     ``None``, ``"default"`` and ``"teacher"`` are the shipped ``haaqinet-auditory.pt``; ``"student"`` is
-    the distilled ``haaqinet-auditory-student.pt``. An existing file always wins over a name. A path that
-    does not exist and whose last part is a name (``/work/run/student``, as a CLI that made the name
-    absolute passes it) is that name too.
+    the distilled ``haaqinet-auditory-student.pt``. An existing file always wins over a name.
     """
     if checkpoint is None:
         return DEFAULT_CHECKPOINT
     path = Path(checkpoint)
     if path.exists():
         return path
-    for key in (str(checkpoint), path.name):
-        if key in CHECKPOINT_NAMES:
-            return CHECKPOINT_NAMES[key]
-    return path
+    return CHECKPOINT_NAMES.get(str(checkpoint), path)
 
 
 def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarray, spl_db: np.ndarray, *,

@@ -222,3 +222,13 @@ def test_run_command_is_recorded_and_shown_on_the_leaderboard(tmp_path, audio_fo
     assert _run("leaderboard", str(run_dir), "--out", str(out)).exit_code == 0
     text = out.read_text()
     assert text.index("bench run --processor nalr") < text.index("bench leaderboard")
+
+
+def test_student_checkpoint_by_name(tmp_path, audio_folder):
+    res = _run("run", "--processor", "nalr", "--corpus", str(audio_folder), "--limit", "1", "--excerpt-s", "1",
+               "--workers", "0", "--audiograms", "N2", "--haaqinet-checkpoint", "student",
+               "--results", str(tmp_path / "results"), "--run-id", "s")
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "results" / "s" / "scores.parquet")
+    assert table["haaqinet_checkpoint"].str.startswith("haaqinet-auditory-student.pt@").all()
+    assert table["haaqinet"].between(0, 1).all()

@@ -77,11 +77,15 @@ def test_checkpoint_names_resolve(tmp_path, monkeypatch):
     assert resolve_checkpoint(None) == DEFAULT_CHECKPOINT == resolve_checkpoint("default")
     assert resolve_checkpoint("teacher") == DEFAULT_CHECKPOINT
     assert resolve_checkpoint("student") == STUDENT_CHECKPOINT
-    assert resolve_checkpoint(tmp_path / "student") == STUDENT_CHECKPOINT  # a CLI made the name absolute
+    assert resolve_checkpoint(tmp_path / "student") == tmp_path / "student"  # a path stays a path
     monkeypatch.chdir(tmp_path)
     (tmp_path / "student").write_bytes(b"x")  # an existing file wins over the name
     assert resolve_checkpoint("student").resolve() == (tmp_path / "student").resolve()
     assert resolve_checkpoint(tmp_path / "other.pt") == tmp_path / "other.pt"
+    from benchmark.cli import _checkpoint_spec
+
+    assert _checkpoint_spec("student") == "student" and _checkpoint_spec(None) == "default"
+    assert _checkpoint_spec("x.pt") == str(tmp_path / "x.pt")
 
 
 def test_distill_end_to_end_on_toy_data(toy_teacher, tmp_path):
