@@ -1,16 +1,22 @@
 """A vectorised HAAQI that reproduces pyclarity's ``haaqi_v1`` (the ``fast`` backend).
 
-Same model, many times faster: the ear model runs band by band in numba
-kernels (:mod:`.filters`; the compression gain and the dB conversion are
-vectorised with :mod:`.vmath`'s log/exp), the per-band alignment searches only
-the +/-100 ms of lags it needs with block FFTs, the BM covariance and the
-envelope smoothing are single loops, and :func:`score_many` computes the
-reference side once for many processed signals.
+Same model, many times faster. The ear model (:mod:`.ear_model`) computes the
+32 bands a few at a time for the reference and every processed signal
+together: the recursive filters (control and compressed gammatone filters,
+inner-hair-cell adaptation) run four chains per AVX2 register
+(:mod:`.filters`' ``*_lanes`` kernels, :mod:`.simd`), the compression gain
+and the dB conversion are vectorised loops with :mod:`.vmath`'s log/exp, the
+per-band alignment searches only the +/-100 ms of lags it needs with block
+FFTs into reused buffers, the BM covariance uses float32 lag products and
+skips the tiles HAAQI gives no weight, and :func:`score_many` computes the
+reference side (its filters, FFT spectra, covariance segments and cepstral
+modulation spectra) once for many processed signals.
 
-Agreement with pyclarity: with ``noise="numpy-legacy"`` within about 1e-9
-(the BM covariance lags are float32 dot products, ~1e-7 on a tile). With the
-default ``noise="fast"`` the threshold noise is a different random stream, so
-HAAQI differs from pyclarity's as much as pyclarity differs from itself with
+Agreement with pyclarity: with ``noise="numpy-legacy"`` within about 1e-8
+(rounding only: the filters use fused multiply-adds, the BM covariance lags
+are float32 dot products, ~1e-7 on a tile). With the default
+``noise="fast"`` the threshold noise is a different random stream, so HAAQI
+differs from pyclarity's as much as pyclarity differs from itself with
 another seed: 1e-7..1e-5 on music clips of a few seconds, up to ~2e-4 on the
 conformance battery's 0.5-1 s clips, and a standard deviation of ~4e-5 on
 pyclarity's 0.5-s noise regression inputs.
@@ -22,8 +28,9 @@ for the processed signal (n = samples after alignment). ``seed`` selects them
 neither read nor changed.
 
 * ``noise="fast"`` (default): ``seed`` is an int; band k of the reference
-  draws from ``Generator(SFC64(SeedSequence(seed % 2**32, spawn_key=(0, k))))``,
-  band k of a processed signal from ``spawn_key=(1, k)``. Equal seeds give
+  draws from numpy's ``SFC64(SeedSequence(seed % 2**32, spawn_key=(0, k)))``
+  bit stream, band k of a processed signal from ``spawn_key=(1, k)``, turned
+  into normals by :mod:`.noise`'s own ziggurat. Equal seeds give
   bit-identical results; the draws are not pyclarity's, so a seed here does
   not correspond to ``np.random.seed(seed)`` in pyclarity: it corresponds to
   *some* seeding, statistically equivalent.
@@ -37,8 +44,9 @@ neither read nor changed.
   re-seeding, e.g. pyclarity's own regression tests. About 15-20 % slower.
 
 In :func:`score_many` every processed signal gets the draws it would get in
-its own call, in both modes, so ``score_many(ref, [p1..pN])[i] ==
-haaqi(ref, pi)`` exactly.
+its own call, in both modes, and its filters the same arithmetic whichever
+lanes it shares, so ``score_many(ref, [p1..pN])[i] == haaqi(ref, pi)``
+exactly.
 
 Inputs: reference and processed are 1-D float arrays of equal length at
 ``sample_rate_hz`` (any rate; like pyclarity, the rate is rounded to whole
@@ -56,7 +64,10 @@ from benchmark.haaqi import HaaqiScore
 from benchmark.haaqi.fast import ear_model, features
 from benchmark.haaqi.fast.noise import NOISE_MODES
 
-VERSION = "haaqi-bench-fast-2"   # 2: fast threshold-noise stream by default
+# 2: fast threshold-noise stream by default
+# 3: four-lane SIMD filters (explicit fused multiply-adds) and the fast noise's own ziggurat: same
+#    model, results differ from 2 by rounding (legacy noise, ~1e-8) or by the noise draws ("fast")
+VERSION = "haaqi-bench-fast-3"
 
 __all__ = ["VERSION", "haaqi", "score_many"]
 
@@ -100,21 +111,27 @@ def score_many(*, reference: np.ndarray, processed_list, sample_rate_hz: float, 
     ref24 = ear_model.to_24k(ref, sample_rate_hz)
     aligner = ear_model.BroadbandAligner(ref24)
     ref24 = aligner.prune(ref24)
-    aligned = [aligner.align(ear_model.to_24k(p, sample_rate_hz)) for p in procs]
     if ref24.size < 2 * ear_model.COV_SEGMENT:
         raise AudioError(f"reference has only {ref24.size} samples at 24 kHz above its silence "
                          f"threshold; HAAQI needs at least {2 * ear_model.COV_SEGMENT} (32 ms)")
+    # middle-ear outputs, one row per signal (the reference first); intermediates freed on the way
+    mids = np.empty((1 + len(procs), ref24.size))
+    for i, p in enumerate(procs):
+        mids[1 + i] = ear_model.middle_ear(aligner.align(ear_model.to_24k(p, sample_rate_hz)))
+    del aligner
     if equalisation == 1:
         ref24 = ear_model.nalr(ref24, levels)
+    mids[0] = ear_model.middle_ear(ref24)
+    del ref24
     ear = ear_model.cochlea(levels)
-    ref_out, proc_outs, ref_ms = ear_model.run(
-        ear_model.middle_ear(ref24), [ear_model.middle_ear(p) for p in aligned], ear, level1, seed, noise)
+    ref_out, proc_outs, ref_ms = ear_model.run(mids, ear, level1, seed, noise)
     ref_sl = ear_model.rms_to_sl(ref_out.mean_env, ref_out.mean_control, ear, level1)
-    return [_score(ref_out, out, ref_ms, ref_sl, ear, level1) for out in proc_outs]
+    ref_cep = features.cepstral_reference(ref_out.smooth_db)
+    return [_score(ref_out, out, ref_ms, ref_sl, ref_cep, ear, level1) for out in proc_outs]
 
 
-def _score(ref_out, proc_out, ref_ms, ref_sl, ear, level1) -> HaaqiScore:
-    cep_high = features.cepstral_high(ref_out.smooth_db, proc_out.smooth_db)
+def _score(ref_out, proc_out, ref_ms, ref_sl, ref_cep, ear, level1) -> HaaqiScore:
+    cep_high = features.cepstral_high(ref_out.smooth_db, proc_out.smooth_db, reference=ref_cep)
     bm_sync5 = features.bm_sync(proc_out.covariance, ref_ms)
     proc_sl = ear_model.rms_to_sl(proc_out.mean_env, proc_out.mean_control, ear, level1)
     d_loud_std, d_norm_std = features.spectrum_stds(ref_sl, proc_sl)

@@ -8,15 +8,20 @@ of the processed signal to the reference, dB SL conversion, inner-hair-cell
 adaptation, threshold noise on the basilar-membrane (BM) motion, and a
 group-delay correction across bands.
 
-Layout: signals are float64, shape (n_samples,), time last; per-band results
-are (32, n_segments). :func:`run` walks the bands one at a time for the
-reference and every processed signal together, so memory stays O(n_samples)
-per signal and the reference side is computed once for many processed
-signals.
+Layout: signals are float64, time last; the middle-ear outputs of the
+reference and the processed signals are the rows of one (1 + n_processed, n)
+array, and per-band results are (32, n_segments). :func:`run` computes a few
+bands per pass (:func:`bands_per_pass`) for the reference and every
+processed signal together: each (signal, band) pair is a filter chain with
+four work rows of n samples, the recursive filters run four chains per
+kernel call, and the reference side is computed once for many processed
+signals. Memory stays O(n_samples) per signal and band in flight, with a
+cap (:data:`WORK_BYTES`) on the work rows.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -36,6 +41,8 @@ COV_MAXLAG = 24            # +/- 1 ms
 ALIGN_LAGS = 2400          # +/- 100 ms search for the per-band alignment
 NALR_TAPS = 140
 IHC_NOISE_DB = -10.0       # threshold noise, dB re auditory threshold
+SILENCE_DB = 2.5           # HAAQI's silence threshold (dB SL; also on the reference BM RMS per tile)
+WORK_BYTES = 256 * 2**20   # most memory for the per-band work arrays of one call
 
 
 @dataclass(frozen=True)
@@ -94,9 +101,18 @@ def to_24k(x: np.ndarray, sample_rate_hz: float) -> np.ndarray:
     y = resample_poly(x, RATE_HZ // 1000, khz)
     if khz < RATE_HZ // 1000:
         return y * (_rms(x) / _rms(y))
-    bx, ax = cheby2(7, 30, 21.0 / khz)
-    by, ay = cheby2(7, 30, 21.0 / (RATE_HZ // 1000))
+    bx, ax = _design("cheby2", 7, 21.0 / khz)
+    by, ay = _design("cheby2", 7, 21.0 / (RATE_HZ // 1000))
     return y * (_rms(lfilter(bx, ax, x)) / _rms(lfilter(by, ay, y)))
+
+
+@functools.cache
+def _design(kind: str, order: int, wn: float, btype: str = "low") -> tuple[np.ndarray, np.ndarray]:
+    """IIR design (scipy), cached: (b, a), read-only."""
+    b, a = cheby2(order, 30, wn, btype) if kind == "cheby2" else butter(order, wn, btype)
+    b.setflags(write=False)
+    a.setflags(write=False)
+    return b, a
 
 
 def _rms(x: np.ndarray) -> float:
@@ -104,56 +120,72 @@ def _rms(x: np.ndarray) -> float:
 
 
 class BroadbandAligner:
-    """Bulk delay of processed signals against one reference (full cross-covariance by FFT)."""
+    """Bulk delay of processed signals against one reference (full cross-covariance by FFT).
+
+    The FFT work arrays are allocated once and reused for every processed
+    signal (``numpy.fft`` with ``out=``).
+    """
 
     def __init__(self, reference: np.ndarray):
         n = reference.size
         self.n = n
         self.nfft = sfft.next_fast_len(2 * n - 1, real=True)
-        self.spec = sfft.rfft(reference - reference.mean(), self.nfft)
+        self._buf = np.zeros(self.nfft)
+        self._spec = np.empty(self.nfft // 2 + 1, dtype=complex)
+        self._buf[:n] = reference
+        self._buf[:n] -= reference.mean()
+        self.spec = np.fft.rfft(self._buf, out=np.empty_like(self._spec))
         mag = np.abs(reference)
         above = np.flatnonzero(mag > 0.001 * mag.max())
         self.first, self.last = int(above[0]), int(above[-1])
 
     def align(self, processed: np.ndarray) -> np.ndarray:
         """The processed signal shifted to the reference (less 2 ms) and pruned like the reference."""
-        n = self.n
-        r = sfft.irfft(self.spec * np.conj(sfft.rfft(processed - processed.mean(), self.nfft)), self.nfft)
-        full = np.concatenate((r[self.nfft - (n - 1):], r[:n]))   # index m <-> lag m - (n-1)
-        delay = int(np.rint((n - int(np.argmax(np.abs(full))) - 1) - 2 * RATE_HZ / 1000.0))
-        shifted = _shift(processed, delay)
-        return shifted[self.first:self.last + 1]
+        n, nfft, buf = self.n, self.nfft, self._buf
+        buf[:n] = processed
+        buf[:n] -= processed.mean()
+        buf[n:] = 0.0
+        spec = np.fft.rfft(buf, out=self._spec)
+        np.conjugate(spec, out=spec)
+        spec *= self.spec
+        r = np.fft.irfft(spec, nfft, out=buf)
+        # lags -(n-1)..n-1 are r[nfft-(n-1):] then r[:n]; the first largest |r| in that order wins
+        m = filters.first_abs_max(r[nfft - (n - 1):], r[:n])
+        delay = int(np.rint((n - m - 1) - 2 * RATE_HZ / 1000.0))
+        first, last = self.first, self.last
+        out = np.zeros(last + 1 - first)
+        lo, hi = max(first, -delay), min(last + 1, n - delay)   # out[i] = processed[first + i + delay]
+        if hi > lo:
+            out[lo - first:hi - first] = processed[lo + delay:hi + delay]
+        return out
 
     def prune(self, reference: np.ndarray) -> np.ndarray:
         return reference[self.first:self.last + 1]
 
 
-def _shift(x: np.ndarray, delay: int) -> np.ndarray:
-    """Advance ``x`` by ``delay`` samples (delay < 0: postpone), zero-filled, same length."""
-    out = np.zeros_like(x)
-    n = x.size
-    if delay >= 0:
-        out[:n - delay] = x[delay:]
-    else:
-        out[-delay:] = x[:n + delay]
-    return out
-
-
 def nalr(reference: np.ndarray, levels_db_hl: np.ndarray) -> np.ndarray:
     """NAL-R (140-tap FIR at 24 kHz, pyclarity's design), with its delay removed."""
+    fir = _nalr_fir(tuple(float(v) for v in levels_db_hl))
+    return oaconvolve(reference, fir)[NALR_TAPS:NALR_TAPS + reference.size]
+
+
+@functools.lru_cache(maxsize=64)
+def _nalr_fir(levels_db_hl: tuple) -> np.ndarray:
     from clarity.enhancer.nalr import NALR
     from clarity.utils.audiogram import Audiogram as ClarityAudiogram
 
     fir, _ = NALR(NALR_TAPS, RATE_HZ).build(
-        ClarityAudiogram(levels=np.asarray(levels_db_hl, dtype=float), frequencies=AUDIOGRAM_HZ))
-    return oaconvolve(reference, fir)[NALR_TAPS:NALR_TAPS + reference.size]
+        ClarityAudiogram(levels=np.array(levels_db_hl), frequencies=AUDIOGRAM_HZ))
+    fir = np.asarray(fir, dtype=float)
+    fir.setflags(write=False)
+    return fir
 
 
 def middle_ear(x: np.ndarray) -> np.ndarray:
     """1-pole low-pass at 5 kHz, then 2-pole high-pass at 350 Hz (Butterworth)."""
-    b, a = butter(1, 5000 / (0.5 * RATE_HZ))
+    b, a = _design("butter", 1, 5000 / (0.5 * RATE_HZ))
     y = lfilter(b, a, x)
-    b, a = butter(2, 350 / (0.5 * RATE_HZ), "high")
+    b, a = _design("butter", 2, 350 / (0.5 * RATE_HZ), "high")
     return lfilter(b, a, y)
 
 
@@ -184,14 +216,20 @@ class LagSearch:
 
     The reference is cut into blocks whose spectra are kept; a processed signal
     is correlated block by block (overlap-save) and the spectra are summed, so
-    only the 2*lags needed lags are formed, with FFTs of ``nfft`` points. The
-    blocks are zero-padded here (scipy's ``n=`` padding is several times
-    slower), and the processed signal's padded buffer is kept for the next
-    call (score_many aligns many processed signals to the same reference band).
+    only the 2*lags needed lags are formed, with FFTs of ``nfft`` points.
+
+    One object serves every band of a call: :meth:`load` takes the next
+    reference band signal. All work arrays (the zero-padded blocks, the block
+    spectra, the processed signal's padded copy and spectra) are allocated
+    once and reused, the FFTs write into them (``numpy.fft`` with ``out=``;
+    the same pocketfft transforms as ``scipy.fft``, bit for bit), and the
+    spectra are summed by :func:`.filters.spectra_mac`. Allocating these
+    megabytes afresh for every band and signal cost more than the FFTs.
+    Searches of the same geometry may share one ``work`` object (its arrays
+    are scratch; only :attr:`spec` belongs to the search).
     """
 
-    def __init__(self, reference: np.ndarray, lags: int = ALIGN_LAGS, nfft: int = 16384):
-        n = reference.size
+    def __init__(self, n: int, lags: int = ALIGN_LAGS, nfft: int = 20480, work: "LagSearch | None" = None):
         self.n = n
         self.lags = min(lags, n)
         span = 2 * self.lags
@@ -200,24 +238,39 @@ class LagSearch:
         self.nfft = nfft
         self.block = nfft - span
         self.nblocks = -(-n // self.block)
-        blocks = np.zeros((self.nblocks, nfft))
+        nf = nfft // 2 + 1
+        self.spec = np.empty((self.nblocks, nf), dtype=complex)
+        if work is not None and (work.n, work.lags, work.nfft) == (n, self.lags, nfft):
+            self._blocks, self._padded, self._pspec = work._blocks, work._padded, work._pspec
+            self._sum, self._h = work._sum, work._h
+        else:
+            self._blocks = np.zeros((self.nblocks, nfft))
+            self._padded = np.zeros(self.lags + self.nblocks * self.block + nfft)
+            self._pspec = np.empty((self.nblocks, nf), dtype=complex)
+            self._sum = np.empty(nf, dtype=complex)
+            self._h = np.empty(nfft)
+
+    def load(self, reference: np.ndarray) -> "LagSearch":
+        """Make ``reference`` (shape (n,)) the signal searched against."""
+        blocks, block = self._blocks, self.block
         for b in range(self.nblocks):
-            chunk = reference[b * self.block:(b + 1) * self.block]
+            chunk = reference[b * block:(b + 1) * block]
             blocks[b, :chunk.size] = chunk
-        self.spec = sfft.rfft(blocks, axis=1)
+            blocks[b, chunk.size:] = 0.0
+        np.fft.rfft(blocks, axis=1, out=self.spec)
         np.conjugate(self.spec, out=self.spec)
-        self._padded = None
+        return self
 
     def delay(self, output: np.ndarray) -> int:
         """The advance d maximising sum_n ref[n] out[n + d], d in [-lags, lags-1] (ties: largest d)."""
         lags, block, nfft = self.lags, self.block, self.nfft
-        if self._padded is None:
-            self._padded = np.zeros(lags + self.nblocks * block + nfft)
         padded = self._padded
-        padded[lags:lags + self.n] = output
+        padded[lags:lags + self.n] = output     # the zero padding around it is never written
         segs = np.lib.stride_tricks.as_strided(
             padded, shape=(self.nblocks, nfft), strides=(block * 8, 8), writeable=False)
-        h = sfft.irfft(np.einsum("bf,bf->f", self.spec, sfft.rfft(segs, axis=1)), nfft)[:2 * lags]
+        np.fft.rfft(segs, axis=1, out=self._pspec)
+        filters.spectra_mac(self.spec, self._pspec, self._sum)
+        h = np.fft.irfft(self._sum, nfft, out=self._h)[:2 * lags]
         if lags == self.n:          # no lag of -n in the reference implementation
             h = h[1:]
         return lags - 1 - int(np.argmax(h[::-1]))
@@ -237,96 +290,162 @@ def _segments(n: int, seg: int) -> int:
     return int(1 + n // seg + (n - seg // 2) // seg)
 
 
-class _Side:
-    """Working arrays and per-band results for one signal."""
-
-    def __init__(self, middle: np.ndarray, n_env: int, n_cov: int, with_cov: bool):
-        n = middle.size
-        self.mid = middle
-        self.ctrl, self.env, self.bm = np.empty(n), np.empty(n), np.empty(n)
-        self.db, self.bm_out, self.scratch = np.empty(n), np.empty(n), np.empty(n)
-        self.noise = np.empty(n) if not with_cov else None
-        self.out = BandOutputs(np.empty((N_BANDS, n_env)), np.empty(N_BANDS), np.empty(N_BANDS),
-                               np.empty((N_BANDS, n_cov)) if with_cov else None)
-
-    def cochlea_band(self, k, bandwidth, ear: Cochlea, level1, lowpass, control=None):
-        if control is None:
-            ms_ctrl = filters.gammatone_envelope(self.mid, ear.bandwidth_max[k], ear.centre_hz[k],
-                                                 float(RATE_HZ), self.ctrl)
-        else:
-            self.ctrl[:] = control
-            ms_ctrl = float(np.mean(control * control))
-        if bandwidth is None:
-            bandwidth = bandwidth_for_level(ms_ctrl, ear.bandwidth_min[k], ear.bandwidth_max[k], level1)
-        comp = np.array([level1, ear.attn_ohc_db[k], ear.low_knee_db[k], ear.ratio[k], *lowpass])
-        filters.compression_gain(self.ctrl, comp, self.scratch)
-        ms_env = filters.gammatone_compressed(self.mid, bandwidth, ear.centre_hz[k], float(RATE_HZ),
-                                              self.scratch, comp, self.env, self.bm)
-        self.out.mean_env[k] = math.sqrt(ms_env)
-        self.out.mean_control[k] = math.sqrt(ms_ctrl)
-        return bandwidth
-
-    def hair_cell_band(self, k, ear: Cochlea, level1, shift, noise: np.ndarray):
-        params = np.array([level1, ear.attn_ihc_db[k], 10 ** ((IHC_NOISE_DB - level1) / 20), float(RATE_HZ)])
-        filters.hair_cell(self.env, self.bm, params, int(shift), noise, self.scratch, self.db, self.bm_out)
-        filters.env_smooth(self.db, ENV_SEGMENT, self.out.smooth_db[k])
+def _lane_calls(chains: list) -> list[list]:
+    """Split a list of filter tasks into groups of 4 lanes, padding the last by repeating its first task."""
+    groups = [chains[i:i + filters.LANES] for i in range(0, len(chains), filters.LANES)]
+    if groups and len(groups[-1]) < filters.LANES:
+        groups[-1] = groups[-1] + [groups[-1][0]] * (filters.LANES - len(groups[-1]))
+    return groups
 
 
-def reference_bandwidths(ref_mid: np.ndarray, ear_ref: Cochlea, level1: float,
-                         keep_bytes: int = 256 * 2**20) -> tuple[np.ndarray, np.ndarray | None]:
-    """Level-adjusted bandwidths of the reference in every band (control path only).
+_NO_ROWS = np.empty((1, 1))      # output argument of a kernel call that stores nothing
 
-    Returns:
-        (bandwidths (32,), control envelopes (32, n) if they fit in ``keep_bytes``, else None).
+
+def reference_bandwidths(ref_mid: np.ndarray, ear_ref: Cochlea, level1: float) -> np.ndarray:
+    """Level-adjusted bandwidths of the reference in every band (control path only), shape (32,).
+
+    The 32 control filters run four bands at a time (mean squares only).
     """
-    n = ref_mid.size
-    keep = np.empty((N_BANDS, n)) if N_BANDS * n * 8 <= keep_bytes else None
-    ctrl = np.empty(n)
+    x = ref_mid.reshape(1, -1)
+    rows = np.zeros(filters.LANES, dtype=np.int64)
+    ms = np.empty(filters.LANES)
     bw = np.empty(N_BANDS)
-    for k in range(N_BANDS):
-        out = keep[k] if keep is not None else ctrl
-        ms = filters.gammatone_envelope(ref_mid, ear_ref.bandwidth_max[k], ear_ref.centre_hz[k],
-                                        float(RATE_HZ), out)
-        bw[k] = bandwidth_for_level(ms, ear_ref.bandwidth_min[k], ear_ref.bandwidth_max[k], level1)
-    return bw, keep
+    for group in _lane_calls(list(range(N_BANDS))):
+        bands = np.array(group)
+        filters.gammatone_envelope_lanes(x, rows, ear_ref.bandwidth_max[bands], ear_ref.centre_hz[bands],
+                                         float(RATE_HZ), _NO_ROWS, _NO_ROWS, rows, False, ms)
+        for j, k in enumerate(group):
+            bw[k] = bandwidth_for_level(ms[j], ear_ref.bandwidth_min[k], ear_ref.bandwidth_max[k], level1)
+    return bw
 
 
-def run(ref_mid: np.ndarray, proc_mids: list[np.ndarray], ear: Cochlea, level1: float,
-        seed: int | np.random.RandomState, noise: str = "fast"
+
+def bands_per_pass(n_signals: int, n: int, work_bytes: int = WORK_BYTES, most: int = 8) -> int:
+    """Bands computed together: the fewest that fill whole 4-lane kernel calls, within ``work_bytes``.
+
+    Every signal needs 4 work rows of n float64 per band in flight. Freshly
+    allocated memory is not free (the OS zeroes every page on first touch),
+    so no more bands than it takes for (bands x signals) to be a multiple of
+    4 (2 bands for one processed signal, 1 for three); where that does not
+    fit, as many as fit (at least 1).
+    """
+    per_band = 4 * 8 * n * n_signals
+    fit = int(min(most, max(1, work_bytes // per_band)))
+    for g in range(1, fit + 1):
+        if (g * n_signals) % filters.LANES == 0:
+            return g
+    return fit
+
+
+def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.RandomState,
+        noise: str = "fast", work_bytes: int = WORK_BYTES
         ) -> tuple[BandOutputs, list[BandOutputs], np.ndarray]:
     """Cochlear outputs of a reference and of processed signals aligned to it.
 
+    Args:
+        mids: (1 + n_processed, n) middle-ear outputs, the reference first.
+        work_bytes: memory for the per-band work arrays; sets how many bands
+            are computed together (:func:`bands_per_pass`).
+
+    The bands are computed a few at a time. Per pass, every (signal, band)
+    pair is one filter chain; the control filters, the compressed gammatone
+    filters and the IHC adaptation of all chains run four chains per kernel
+    call (:mod:`.filters`' ``*_lanes`` kernels), and the rest (compression
+    gain, per-band alignment, dB conversion, smoothing, BM covariance) chain
+    by chain. A chain's arithmetic does not depend on its lane or its
+    neighbours, so a processed signal gets the same bits alone or in a batch.
+
     The threshold noise comes from :func:`.noise.band_noise` (``noise`` and
-    ``seed`` as there): every processed signal gets the same draws, those of
-    a single call.
+    ``seed`` as there), drawn band by band in order: every processed signal
+    gets the same draws, those of a single call.
 
     Returns:
         (reference outputs, processed outputs, reference BM mean squares (32, n_cov)).
     """
-    n = ref_mid.size
+    n_sig, n = mids.shape
     n_env, n_cov = _segments(n, ENV_SEGMENT), _segments(n, COV_SEGMENT)
-    ref = _Side(ref_mid, n_env, n_cov, False)
-    procs = [_Side(m, n_env, n_cov, True) for m in proc_mids]
+    outs = [BandOutputs(np.empty((N_BANDS, n_env)), np.empty(N_BANDS), np.empty(N_BANDS),
+                        np.empty((N_BANDS, n_cov)) if i else None) for i in range(n_sig)]
     ref_ms = np.empty((N_BANDS, n_cov))
-    b, a = butter(1, 800 / (0.5 * RATE_HZ))
-    lowpass = (b[0], b[1], a[1])
-    ref_bw, ref_controls = reference_bandwidths(ref_mid, ear, level1)
+    b, a = _design("butter", 1, 800 / (0.5 * RATE_HZ))
+    lowpass = np.array([b[0], b[1], a[1]])
+    fs = float(RATE_HZ)
+    ref_bw = reference_bandwidths(mids[0], ear, level1)
     shifts = group_delay_shifts(ref_bw, ear.centre_hz)
     draws = band_noise(seed, n, noise)
-    proc_noise = np.empty(n)
-    for k in range(N_BANDS):
-        ref.cochlea_band(k, ref_bw[k], ear, level1, lowpass,
-                         None if ref_controls is None else ref_controls[k])
-        env_search, bm_search = LagSearch(ref.env), LagSearch(ref.bm)
-        ref.hair_cell_band(k, ear, level1, shifts[k], draws.reference(k, ref.noise))
-        draws.processed(k, proc_noise)        # the same draws for every processed signal
-        for p in procs:
-            p.cochlea_band(k, None, ear, level1, lowpass)
-            p.env[:] = _shift(p.env, env_search.delay(p.env))
-            p.bm[:] = _shift(p.bm, bm_search.delay(p.bm))
-            p.hair_cell_band(k, ear, level1, shifts[k], proc_noise)
-            filters.bm_covary(ref.bm_out, p.bm_out, COV_SEGMENT, COV_MAXLAG, p.out.covariance[k], ref_ms[k])
-    return ref.out, [p.out for p in procs], ref_ms
+    noise_gain = 10 ** ((IHC_NOISE_DB - level1) / 20)
+    ref_noise, proc_noise = np.empty(n), np.empty(n)
+    env_search = LagSearch(n)
+    bm_search = LagSearch(n, work=env_search)
+    cov_segs = np.empty((n_cov, COV_SEGMENT + 2 * COV_MAXLAG), dtype=np.float32)
+    cov_power = np.empty(n_cov)
+    cov_windows = filters.covary_windows(COV_SEGMENT, COV_MAXLAG)
+
+    per_pass = bands_per_pass(n_sig, n, work_bytes)
+    rows = per_pass * n_sig
+    # work rows, one per chain: gain -> dB before adaptation -> BM output; envelope; BM; adapted dB
+    work, env, bm, db = (np.empty((rows, n)) for _ in range(4))
+    peaks = np.empty((rows, -(-n // filters.GAIN_BLOCK)))
+    lane_rows, lane_out = np.empty(filters.LANES, dtype=np.int64), np.empty(filters.LANES, dtype=np.int64)
+    lane_bw, lane_cf, lane_ms = np.empty(filters.LANES), np.empty(filters.LANES), np.empty(filters.LANES)
+    lane_shift = np.empty(filters.LANES, dtype=np.int64)
+
+    def load_lanes(group):
+        for j, (sig, k, r) in enumerate(group):
+            lane_rows[j], lane_out[j], lane_cf[j], lane_shift[j] = sig, r, ear.centre_hz[k], shifts[k]
+
+    for first in range(0, N_BANDS, per_pass):
+        bands = range(first, min(first + per_pass, N_BANDS))
+        # chain = (signal row in mids, band, work row)
+        chains = [(sig, k, (k - first) * n_sig + sig) for k in bands for sig in range(n_sig)]
+        bandwidth = {}
+        for group in _lane_calls(chains):          # control filters
+            load_lanes(group)
+            lane_bw[:] = [ear.bandwidth_max[k] for _, k, _ in group]
+            filters.gammatone_envelope_lanes(mids, lane_rows, lane_bw, lane_cf, fs, work, peaks, lane_out,
+                                             True, lane_ms)
+            for j, (sig, k, r) in enumerate(group):
+                outs[sig].mean_control[k] = math.sqrt(lane_ms[j])
+                bandwidth[r] = (ref_bw[k] if sig == 0 else
+                                bandwidth_for_level(lane_ms[j], ear.bandwidth_min[k], ear.bandwidth_max[k],
+                                                    level1))
+        for sig, k, r in chains:                    # outer-hair-cell compression gain
+            comp = np.array([level1, ear.attn_ohc_db[k], ear.low_knee_db[k], ear.ratio[k]])
+            filters.compression_gain(work[r], peaks[r], comp)
+        for group in _lane_calls(chains):          # compressed gammatone filters
+            load_lanes(group)
+            lane_bw[:] = [bandwidth[r] for _, _, r in group]
+            filters.gammatone_compressed_lanes(mids, lane_rows, lane_bw, lane_cf, fs, work, lowpass,
+                                               env, bm, lane_out, lane_ms)
+            for j, (sig, k, r) in enumerate(group):
+                outs[sig].mean_env[k] = math.sqrt(lane_ms[j])
+        env_delay, bm_delay = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+        for k in bands:                             # per-band alignment to the reference
+            r0 = (k - first) * n_sig
+            env_search.load(env[r0])
+            bm_search.load(bm[r0])
+            for r in range(r0 + 1, r0 + n_sig):
+                env_delay[r] = env_search.delay(env[r])
+                bm_delay[r] = bm_search.delay(bm[r])
+        for sig, k, r in chains:                    # dB SL (of the aligned envelope)
+            filters.ihc_db(env[r], env_delay[r], level1, ear.attn_ihc_db[k], work[r])
+        for group in _lane_calls(chains):          # IHC adaptation and group delay
+            load_lanes(group)
+            filters.ihc_adaptation_lanes(work, lane_out, lane_shift, fs, db, lane_out)
+        for k in bands:                             # BM output, smoothing, covariance (noise in band order)
+            r0 = (k - first) * n_sig
+            draws.reference(k, ref_noise)
+            draws.processed(k, proc_noise)          # the same draws for every processed signal
+            for sig in range(n_sig):
+                r = r0 + sig
+                filters.bm_output(bm[r], bm_delay[r], env[r], env_delay[r], db[r],
+                                  proc_noise if sig else ref_noise, noise_gain, int(shifts[k]), work[r])
+                filters.env_smooth(db[r], ENV_SEGMENT, outs[sig].smooth_db[k])
+            filters.covary_reference(work[r0], cov_windows, COV_MAXLAG, cov_segs, cov_power, ref_ms[k])
+            for sig in range(1, n_sig):
+                filters.covary_processed(cov_segs, cov_power, ref_ms[k], SILENCE_DB, work[r0 + sig],
+                                         cov_windows, outs[sig].covariance[k])
+    return outs[0], outs[1:], ref_ms
 
 
 def rms_to_sl(mean_env: np.ndarray, mean_control: np.ndarray, ear: Cochlea, level1: float) -> np.ndarray:

@@ -11,19 +11,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import firwin, oaconvolve
 
-from benchmark.haaqi.fast.ear_model import centre_frequencies
+from benchmark.haaqi.fast.ear_model import SILENCE_DB, centre_frequencies
 
 logger = logging.getLogger(__name__)
 
-SILENCE_DB = 2.5
 _MOD_EDGES_HZ = (4.0, 8.0, 12.5, 20.0, 32.0, 50.0, 80.0)
 
 
+@functools.cache
 def _modulation_filters(segment_ms: float = 8.0) -> tuple[np.ndarray, int]:
     """Linear-phase FIRs of the 8 modulation bands, shape (8, n_taps), and the filter order."""
     nyquist = 0.5 * 1000.0 / (0.5 * segment_ms)
@@ -33,35 +35,73 @@ def _modulation_filters(segment_ms: float = 8.0) -> tuple[np.ndarray, int]:
     bank += [firwin(order + 1, [lo, hi], window="hann", pass_zero="bandpass")
              for lo, hi in zip(edges[:-1], edges[1:])]
     bank.append(firwin(order + 1, edges[-1], window="hann", pass_zero="highpass"))
-    return np.array(bank), order
+    bank = np.array(bank)
+    bank.setflags(write=False)
+    return bank, order
 
 
-def cepstral_high(ref_smooth: np.ndarray, proc_smooth: np.ndarray, n_coef: int = 6) -> float:
-    """Mean |correlation| of cepstral coefficients 2..6 in modulation bands 5..8.
+# cep_high averages modulation bands 5..8 and cepstral coefficients 2..6 only
+_HIGH_BANDS = slice(4, 8)
+_HIGH_COEFS = slice(1, None)
 
-    Args:
-        ref_smooth, proc_smooth: envelopes in dB SL, shape (32, n_segments), 8-ms segments.
-    """
+
+@dataclass(frozen=True)
+class CepstralReference:
+    """The reference side of :func:`cepstral_high`, computed once for many processed signals."""
+
+    basis: np.ndarray        # (32, n_coef) cosine basis
+    keep: np.ndarray         # segments above the silence threshold
+    mods: np.ndarray         # (4, n_coef - 1, n_keep) mean-removed modulation-filtered cepstra
+    power: np.ndarray        # (4, n_coef - 1) their sums of squares
+
+
+def _high_modulations(basis: np.ndarray, smooth: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Cepstral coefficients 2.. of the kept segments through modulation bands 5..8, mean removed."""
+    ceps = basis.T @ smooth[:, keep]                                   # (n_coef, n_keep)
+    ceps = ceps - ceps.mean(axis=1, keepdims=True)
+    bank, order = _modulation_filters()
+    n = keep.size
+    half = order // 2
+    mods = oaconvolve(bank[_HIGH_BANDS, None, :], ceps[None, _HIGH_COEFS, :], axes=-1)[:, :, half:half + n]
+    return mods - mods.mean(axis=2, keepdims=True)
+
+
+def cepstral_reference(ref_smooth: np.ndarray, n_coef: int = 6) -> CepstralReference | None:
+    """Prepare the reference for :func:`cepstral_high`; None when fewer than 2 segments are above silence."""
     n_bands = ref_smooth.shape[0]
     basis = np.cos(np.outer(np.arange(n_bands), np.arange(n_coef)) * np.pi / (n_bands - 1))
     basis /= np.linalg.norm(basis, axis=0, keepdims=True)
     loudness = 20 * np.log10(np.sum(10 ** (ref_smooth / 20), axis=0) / n_bands)
     keep = np.flatnonzero(loudness > SILENCE_DB)
     if keep.size <= 1:
+        return None
+    mods = _high_modulations(basis, ref_smooth, keep)
+    return CepstralReference(basis, keep, mods, (mods * mods).sum(2))
+
+
+def cepstral_high(ref_smooth: np.ndarray, proc_smooth: np.ndarray, n_coef: int = 6,
+                  reference: CepstralReference | None = None) -> float:
+    """Mean |correlation| of cepstral coefficients 2..6 in modulation bands 5..8.
+
+    Args:
+        ref_smooth, proc_smooth: envelopes in dB SL, shape (32, n_segments), 8-ms segments.
+        reference: :func:`cepstral_reference` of ``ref_smooth`` if already computed.
+
+    Only the 4 x 5 (modulation band, coefficient) pairs that are averaged are
+    filtered (the other bands and coefficient 1 do not enter cep_high).
+    """
+    if reference is None:
+        reference = cepstral_reference(ref_smooth, n_coef)
+    if reference is None:
         logger.warning("reference below the silence threshold: cepstral correlation set to 0")
         return 0.0
-    ceps = [basis.T @ s[:, keep] for s in (ref_smooth, proc_smooth)]     # (6, n_keep) each
-    ceps = [c - c.mean(axis=1, keepdims=True) for c in ceps]
-    bank, order = _modulation_filters()
-    n = keep.size
-    half = order // 2
-    mods = [oaconvolve(bank[:, None, :], c[None, :, :], axes=-1)[:, :, half:half + n] for c in ceps]
-    x, y = (m - m.mean(axis=2, keepdims=True) for m in mods)            # (8, 6, n)
-    sxx, syy, sxy = (x * x).sum(2), (y * y).sum(2), (x * y).sum(2)
+    x = reference.mods
+    y = _high_modulations(reference.basis, proc_smooth, reference.keep)
+    sxx, syy, sxy = reference.power, (y * y).sum(2), (x * y).sum(2)
     ok = (sxx >= 1e-30) & (syy >= 1e-30)
     corr = np.zeros_like(sxx)
     corr[ok] = np.abs(sxy[ok]) / np.sqrt(sxx[ok] * syy[ok])
-    return float(corr[4:8, 1:].sum() / (4 * (n_coef - 1)))
+    return float(corr.sum() / (4 * (n_coef - 1)))
 
 
 def spectrum_stds(ref_sl: np.ndarray, proc_sl: np.ndarray) -> tuple[float, float]:

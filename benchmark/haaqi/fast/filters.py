@@ -1,14 +1,24 @@
-"""Numba kernels of the fast HAAQI ear model, one auditory band at a time.
+"""Numba kernels of the fast HAAQI ear model.
 
-Every kernel works on float64 arrays of shape (n_samples,) at 24 kHz and
-writes into preallocated outputs, so one band of one signal needs a handful
-of arrays of n_samples and nothing of size (32, n_samples).
+Signals are float64 arrays at 24 kHz, time last; kernels write into
+preallocated outputs. Per-band work arrays are rows of 2-D arrays (one row
+per signal of a band), so a call needs a few such rows per signal and band
+being processed, never (32, n_samples) per signal.
 
 The gammatone filter is the Cooke/Ma form: demodulate by the band centre
 frequency (a rotating phasor, updated by multiplication), filter the real and
 imaginary parts with the 4-pole IIR ``[1, 4a, 4a^2] / [1, -4a, 6a^2, -4a^3,
 a^4]`` (direct form II transposed, as ``scipy.signal.lfilter``), and take the
 magnitude (envelope) or the re-modulated real part (basilar-membrane motion).
+
+The recursive filters (gammatone, inner-hair-cell adaptation) are
+throughput-bound scalar chains, so they run four at a time: the ``*_lanes``
+kernels step four independent filters (any mix of signals and bands) in the
+four lanes of one AVX2 register (:mod:`.simd`). A lane's arithmetic is
+explicit (IEEE operations, fused multiply-adds written out), so a filter's
+output is the same bits in whichever lane and next to whichever filters it
+runs. Element-wise passes (compression gain, dB conversion, BM output) are
+plain loops that LLVM vectorises over samples.
 """
 
 from __future__ import annotations
@@ -18,16 +28,20 @@ import math
 import numpy as np
 from numba import njit
 
+from benchmark.haaqi.fast.simd import vadd, vfma, vget, vmax, vmax0, vmul, vneg, vset, vsplat, vsqrt, vsub
 from benchmark.haaqi.fast.vmath import vexp, vlog
 
 
 _LOG10_TO_DB = 20.0 / math.log(10.0)
 _SMALL = 1e-30
 _DB_TO_LN = math.log(10.0) / 20.0
+LANES = 4
+GAIN_BLOCK = 64          # samples per block of the control envelope's running peak
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _coefficients(bandwidth, centre_hz, sample_rate_hz):
+    """Gammatone IIR coefficients (a1..a5) and the gain for one band."""
     erb = 24.7 + centre_hz / 9.26449
     a = math.exp(-bandwidth * (2.0 * math.pi / sample_rate_hz) * erb * 1.019)
     a1 = 4.0 * a
@@ -39,51 +53,113 @@ def _coefficients(bandwidth, centre_hz, sample_rate_hz):
     return a1, a2, a3, a4, a5, gain
 
 
-@njit(cache=True, fastmath={"contract"})
-def gammatone_envelope(x, bandwidth, centre_hz, sample_rate_hz, env):
-    """Envelope of ``x`` through one gammatone band; returns its mean square."""
-    a1, a2, a3, a4, a5, gain = _coefficients(bandwidth, centre_hz, sample_rate_hz)
-    step = 2.0 * math.pi / sample_rate_hz * centre_hz
-    cs, sn = math.cos(step), math.sin(step)
-    c, s = 1.0, 0.0
-    zr0 = zr1 = zr2 = zr3 = 0.0
-    zi0 = zi1 = zi2 = zi3 = 0.0
-    total = 0.0
-    for n in range(x.size):
+@njit(cache=True)
+def _lane_coefficients(bandwidth, centre_hz, sample_rate_hz):
+    """(4, 8) array: per lane a1..a5, gain, cos and sin of the phasor step."""
+    out = np.empty((LANES, 8))
+    for j in range(LANES):
+        a1, a2, a3, a4, a5, g = _coefficients(bandwidth[j], centre_hz[j], sample_rate_hz)
+        step = 2.0 * math.pi / sample_rate_hz * centre_hz[j]
+        out[j, 0], out[j, 1], out[j, 2], out[j, 3], out[j, 4], out[j, 5] = a1, a2, a3, a4, a5, g
+        out[j, 6] = math.cos(step)
+        out[j, 7] = math.sin(step)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _column(m, i):
+    return vset(m[0, i], m[1, i], m[2, i], m[3, i])
+
+
+@njit(cache=True)
+def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env, peak, out_rows, store, ms):
+    """Envelopes of four gammatone filters at once (the control path).
+
+    Lane j filters ``x[rows[j]]`` with ``bandwidth[j]`` (ERB multiples) at
+    ``centre_hz[j]``. Lanes may repeat (a duplicate lane does the same work and
+    writes the same values).
+
+    Args:
+        x: (n_signals, n) inputs.
+        rows, out_rows: int arrays of 4, input and output row of each lane.
+        bandwidth, centre_hz: float arrays of 4.
+        env: (n_rows, n) output, written at ``env[out_rows[j]]`` if ``store``.
+        peak: (n_rows, ceil(n / GAIN_BLOCK)) output if ``store``: the envelope's
+            maximum in each block of GAIN_BLOCK samples (for :func:`compression_gain`).
+        ms: float array of 4, the mean square of each lane's envelope.
+    """
+    co = _lane_coefficients(bandwidth, centre_hz, sample_rate_hz)
+    a1, a2, a3, a4, a5 = _column(co, 0), _column(co, 1), _column(co, 2), _column(co, 3), _column(co, 4)
+    g, cs, sn = _column(co, 5), _column(co, 6), _column(co, 7)
+    r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+    o0, o1, o2, o3 = out_rows[0], out_rows[1], out_rows[2], out_rows[3]
+    n_samples = x.shape[1]
+    zero = vsplat(0.0)
+    c = vsplat(1.0)
+    s = zero
+    zr0 = zr1 = zr2 = zr3 = zero
+    zi0 = zi1 = zi2 = zi3 = zero
+    total = zero
+    top = zero
+    for n in range(n_samples):
         if n > 0:
-            c, s = c * cs + s * sn, s * cs - c * sn
-        xr = x[n] * c
-        xi = x[n] * s
-        yr = xr + zr0
-        zr0 = a1 * xr + zr1 + a1 * yr
-        zr1 = a5 * xr + zr2 + a2 * yr
-        zr2 = zr3 + a3 * yr
-        zr3 = a4 * yr
-        yi = xi + zi0
-        zi0 = a1 * xi + zi1 + a1 * yi
-        zi1 = a5 * xi + zi2 + a2 * yi
-        zi2 = zi3 + a3 * yi
-        zi3 = a4 * yi
-        e = gain * math.sqrt(yr * yr + yi * yi)
-        env[n] = e
-        total += e * e
-    return total / x.size
+            c, s = vfma(s, sn, vmul(c, cs)), vfma(s, cs, vneg(vmul(c, sn)))
+        xv = vset(x[r0, n], x[r1, n], x[r2, n], x[r3, n])
+        xr = vmul(xv, c)
+        xi = vmul(xv, s)
+        yr = vadd(xr, zr0)
+        zr0 = vfma(a1, yr, vfma(a1, xr, zr1))
+        zr1 = vfma(a2, yr, vfma(a5, xr, zr2))
+        zr2 = vfma(a3, yr, zr3)
+        zr3 = vmul(a4, yr)
+        yi = vadd(xi, zi0)
+        zi0 = vfma(a1, yi, vfma(a1, xi, zi1))
+        zi1 = vfma(a2, yi, vfma(a5, xi, zi2))
+        zi2 = vfma(a3, yi, zi3)
+        zi3 = vmul(a4, yi)
+        e = vmul(g, vsqrt(vfma(yr, yr, vmul(yi, yi))))
+        total = vfma(e, e, total)
+        if store:
+            env[o0, n] = vget(e, 0)
+            env[o1, n] = vget(e, 1)
+            env[o2, n] = vget(e, 2)
+            env[o3, n] = vget(e, 3)
+            top = vmax(top, e)
+            if n % GAIN_BLOCK == GAIN_BLOCK - 1 or n == n_samples - 1:
+                b = n // GAIN_BLOCK
+                peak[o0, b] = vget(top, 0)
+                peak[o1, b] = vget(top, 1)
+                peak[o2, b] = vget(top, 2)
+                peak[o3, b] = vget(top, 3)
+                top = zero
+    for j in range(LANES):
+        ms[j] = vget(total, j) / n_samples
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def compression_gain(control, comp, gain_out):
-    """Outer-hair-cell compression gain (linear) for every sample of the control envelope.
+def _gain_block(x, lo_lin, hi_lin, offset, scale):
+    for n in range(x.size):
+        c = min(max(x[n], lo_lin), hi_lin)
+        x[n] = vexp(offset + scale * vlog(c))
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def compression_gain(x, peak, comp):
+    """Outer-hair-cell compression gain (linear) for every sample of the control envelope, in place.
 
     The control level in dB SPL is clipped to [low knee, 100 dB] and the gain
     falls by ``1 - 1/ratio`` dB per dB above the knee (pyclarity
     ``env_compress_basilar_membrane``), so gain = exp(a - slope*ln(clipped
-    control)). Branch-free, with :func:`.vmath.vlog`/:func:`.vmath.vexp`, so the
-    loop is vectorised.
+    control)), computed branch-free with :func:`.vmath.vlog`/:func:`.vmath.vexp`
+    in vectorised loops. A block of GAIN_BLOCK samples whose peak is below the
+    knee (often half the signal with a hearing loss) skips the log/exp: its
+    gain is the clipped gain, the same value the loop gives.
 
     Args:
-        control: control-path envelope, shape (n,).
-        comp: [level1_db_spl, attn_ohc_db, low_knee_db, compression_ratio, ...].
-        gain_out: shape (n,), the gain before the 800-Hz low-pass.
+        x: control-path envelope, shape (n,); overwritten by the gain (before
+            the 800-Hz low-pass).
+        peak: the envelope's maximum per block (see :func:`gammatone_envelope_lanes`).
+        comp: [level1_db_spl, attn_ohc_db, low_knee_db, compression_ratio].
     """
     level1, attn, knee, ratio = comp[0], comp[1], comp[2], comp[3]
     slope = 1.0 - 1.0 / ratio
@@ -92,204 +168,264 @@ def compression_gain(control, comp, gain_out):
     # gain_db = -attn - (level1 + 20 log10(c) - knee) * slope, in natural-log units
     offset = _DB_TO_LN * (-attn - (level1 - knee) * slope)
     scale = -slope
-    for n in range(control.size):
-        c = min(max(control[n], lo_lin), hi_lin)
-        gain_out[n] = vexp(offset + scale * vlog(c))
+    clipped = np.full(GAIN_BLOCK, lo_lin)
+    _gain_block(clipped, lo_lin, hi_lin, offset, scale)
+    g_lo = clipped[0]
+    n_samples = x.size
+    n_blocks = peak.size
+    b = 0
+    while b < n_blocks:                    # runs of clipped blocks, runs of computed blocks
+        clip = peak[b] <= lo_lin
+        end = b + 1
+        while end < n_blocks and (peak[end] <= lo_lin) == clip:
+            end += 1
+        start, stop = b * GAIN_BLOCK, min(end * GAIN_BLOCK, n_samples)
+        if clip:
+            x[start:stop] = g_lo
+        else:
+            _gain_block(x[start:stop], lo_lin, hi_lin, offset, scale)
+        b = end
 
 
-@njit(cache=True, fastmath={"contract"})
-def gammatone_compressed(x, bandwidth, centre_hz, sample_rate_hz, gain, comp,
-                         env_out, bm_out):
-    """Gammatone band with the outer-hair-cell compression.
+@njit(cache=True)
+def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, gain, lowpass,
+                               env, bm, out_rows, ms):
+    """Four gammatone filters with the outer-hair-cell compression, at once.
+
+    Lane j filters ``x[rows[j]]`` (bandwidth ``bandwidth[j]``, centre
+    ``centre_hz[j]``) and multiplies envelope and BM motion by the 800-Hz
+    low-passed gain ``gain[out_rows[j]]``.
 
     Args:
-        x: middle-ear output.
-        gain: :func:`compression_gain` of this band's control envelope.
-        comp: [level1_db_spl, attn_ohc_db, low_knee_db, compression_ratio,
-            lp_b0, lp_b1, lp_a1] (the 800-Hz one-pole low-pass on the gain).
-        env_out, bm_out: compressed envelope and basilar-membrane motion.
-
-    Returns:
-        The mean square of the uncompressed envelope.
+        x: (n_signals, n) middle-ear outputs.
+        rows, out_rows: int arrays of 4.
+        gain: (n_rows, n), :func:`compression_gain` of each lane's control envelope.
+        lowpass: [b0, b1, a1] of the one-pole low-pass applied to the gain.
+        env, bm: (n_rows, n) outputs, compressed envelope and BM motion.
+        ms: float array of 4, mean square of each lane's uncompressed envelope.
     """
-    a1, a2, a3, a4, a5, g0 = _coefficients(bandwidth, centre_hz, sample_rate_hz)
-    b0, b1, la1 = comp[4], comp[5], comp[6]
-    step = 2.0 * math.pi / sample_rate_hz * centre_hz
-    cs, sn = math.cos(step), math.sin(step)
-    c, s = 1.0, 0.0
-    zr0 = zr1 = zr2 = zr3 = 0.0
-    zi0 = zi1 = zi2 = zi3 = 0.0
-    zg = 0.0
-    total = 0.0
-    for n in range(x.size):
+    co = _lane_coefficients(bandwidth, centre_hz, sample_rate_hz)
+    a1, a2, a3, a4, a5 = _column(co, 0), _column(co, 1), _column(co, 2), _column(co, 3), _column(co, 4)
+    g0, cs, sn = _column(co, 5), _column(co, 6), _column(co, 7)
+    b0, b1, la1 = vsplat(lowpass[0]), vsplat(lowpass[1]), vsplat(-lowpass[2])
+    r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+    o0, o1, o2, o3 = out_rows[0], out_rows[1], out_rows[2], out_rows[3]
+    n_samples = x.shape[1]
+    zero = vsplat(0.0)
+    c = vsplat(1.0)
+    s = zero
+    zr0 = zr1 = zr2 = zr3 = zero
+    zi0 = zi1 = zi2 = zi3 = zero
+    zg = zero
+    total = zero
+    for n in range(n_samples):
         if n > 0:
-            c, s = c * cs + s * sn, s * cs - c * sn
-        xr = x[n] * c
-        xi = x[n] * s
-        yr = xr + zr0
-        zr0 = a1 * xr + zr1 + a1 * yr
-        zr1 = a5 * xr + zr2 + a2 * yr
-        zr2 = zr3 + a3 * yr
-        zr3 = a4 * yr
-        yi = xi + zi0
-        zi0 = a1 * xi + zi1 + a1 * yi
-        zi1 = a5 * xi + zi2 + a2 * yi
-        zi2 = zi3 + a3 * yi
-        zi3 = a4 * yi
-        e = g0 * math.sqrt(yr * yr + yi * yi)
-        total += e * e
-        bm = g0 * (yr * c + yi * s)
-        g = gain[n]
-        gl = b0 * g + zg
-        zg = b1 * g - la1 * gl
-        env_out[n] = gl * e
-        bm_out[n] = gl * bm
-    return total / x.size
+            c, s = vfma(s, sn, vmul(c, cs)), vfma(s, cs, vneg(vmul(c, sn)))
+        xv = vset(x[r0, n], x[r1, n], x[r2, n], x[r3, n])
+        xr = vmul(xv, c)
+        xi = vmul(xv, s)
+        yr = vadd(xr, zr0)
+        zr0 = vfma(a1, yr, vfma(a1, xr, zr1))
+        zr1 = vfma(a2, yr, vfma(a5, xr, zr2))
+        zr2 = vfma(a3, yr, zr3)
+        zr3 = vmul(a4, yr)
+        yi = vadd(xi, zi0)
+        zi0 = vfma(a1, yi, vfma(a1, xi, zi1))
+        zi1 = vfma(a2, yi, vfma(a5, xi, zi2))
+        zi2 = vfma(a3, yi, zi3)
+        zi3 = vmul(a4, yi)
+        e = vmul(g0, vsqrt(vfma(yr, yr, vmul(yi, yi))))
+        total = vfma(e, e, total)
+        b = vmul(g0, vfma(yr, c, vmul(yi, s)))
+        gn = vset(gain[o0, n], gain[o1, n], gain[o2, n], gain[o3, n])
+        gl = vfma(b0, gn, zg)
+        zg = vfma(la1, gl, vmul(b1, gn))
+        ev = vmul(gl, e)
+        bv = vmul(gl, b)
+        env[o0, n] = vget(ev, 0)
+        env[o1, n] = vget(ev, 1)
+        env[o2, n] = vget(ev, 2)
+        env[o3, n] = vget(ev, 3)
+        bm[o0, n] = vget(bv, 0)
+        bm[o1, n] = vget(bv, 1)
+        bm[o2, n] = vget(bv, 2)
+        bm[o3, n] = vget(bv, 3)
+    for j in range(LANES):
+        ms[j] = vget(total, j) / n_samples
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def hair_cell(env, bm, params, shift, noise, scratch, db_out, bm_out):
-    """dB SL conversion, IHC adaptation, threshold noise and group-delay shift.
+def _db_sl(env, base, out):
+    for n in range(env.size):
+        out[n] = max(base + _LOG10_TO_DB * vlog(env[n] + _SMALL), 0.0)
 
-    Args:
-        env, bm: aligned compressed envelope and BM motion of one band.
-        params: [level1_db_spl, attn_ihc_db, noise_gain, sample_rate_hz].
-        shift: group-delay correction in samples (output delayed by ``shift``).
-        noise: n standard-normal draws (scaled here by ``noise_gain``).
-        scratch: work array, shape (n,).
-        db_out, bm_out: envelope in dB SL and BM motion, shifted.
+
+@njit(cache=True, error_model="numpy")
+def ihc_db(env, delay, level1_db_spl, attn_ihc_db, out):
+    """Envelope in dB SL after the inner-hair-cell attenuation, floored at 0 (element-wise).
+
+    ``env`` is read advanced by ``delay`` samples (the per-band alignment;
+    zeros beyond its ends), i.e. out[n] is the level of env[n + delay].
     """
-    level1, attn, noise_gain, fs = params[0], params[1], params[2], params[3]
-    # equivalent RC circuit of rapid (2 ms) and short-term (60 ms) adaptation
+    base = level1_db_spl - attn_ihc_db
+    n_samples = env.size
+    lo = min(max(0, -delay), n_samples)
+    hi = max(min(n_samples, n_samples - delay), lo)
+    _db_sl(env[lo + delay:hi + delay], base, out[lo:hi])
+    if lo > 0 or hi < n_samples:
+        silent = np.zeros(1)
+        _db_sl(silent, base, silent)
+        out[:lo] = silent[0]
+        out[hi:] = silent[0]
+
+
+@njit(cache=True)
+def _adaptation_constants(sample_rate_hz):
+    """Update of the IHC adaptation state (v1, v2) from (db, v1, v2), and 1/r1.
+
+    The equivalent RC circuit of rapid (2 ms) and short-term (60 ms)
+    adaptation, solved per sample: v' = M^-1 (r2*db + p1*v1, p2*v2) with
+    M = [[r1+r2+p1, -r1], [-r3, r2+r3+p2]], written out as
+    v1' = k10*db + k11*v1 + k12*v2 and v2' = k20*db + k21*v1 + k22*v2.
+    """
     r1 = 1.0 / 2.0
     r2 = 0.5 * (1.0 - r1)
     r3 = r2
     c1 = 0.002 * (r1 + r2) / (r1 * r2)
     c2 = 0.060 / ((r1 + r2) * r3)
-    p1 = r1 * r2 * (c1 * fs)
-    p2 = r2 * r3 * (c2 * fs)
+    p1 = r1 * r2 * (c1 * sample_rate_hz)
+    p2 = r2 * r3 * (c2 * sample_rate_hz)
     a11 = r1 + r2 + p1
     a12 = -r1
     a21 = -r3
     a22 = r2 + r3 + p2
     denom = 1.0 / (a11 * a22 - a21 * a12)
-    r1_inv = 1.0 / r1
-    n_samples = env.size
-    # dB SL of the envelope (vectorised)
-    base = level1 - attn
-    m = n_samples - shift
-    for n in range(m):
-        scratch[n] = max(base + _LOG10_TO_DB * vlog(env[n] + _SMALL), 0.0)
-    for n in range(shift):
-        db_out[n] = 0.0
-        bm_out[n] = 0.0
-    v1 = 0.0
-    v2 = 0.0
-    for n in range(m):
-        db = scratch[n]
-        t1 = db * r2 + p1 * v1
-        t2 = p2 * v2
-        v1 = denom * (a22 * t1 - a12 * t2)
-        v2 = denom * (-a21 * t1 + a11 * t2)
-        db_out[n + shift] = max((db - v1) * r1_inv, 0.0)
-    # BM gain: dB-SL conversion (db+s)/(e+s) times adaptation (out+s)/(db+s) (vectorised)
-    for n in range(m):
-        bm_out[n + shift] = bm[n] * ((db_out[n + shift] + _SMALL) / (env[n] + _SMALL)) + noise_gain * noise[n]
+    return (denom * a22 * r2, denom * a22 * p1, -denom * a12 * p2,
+            -denom * a21 * r2, -denom * a21 * p1, denom * a11 * p2, 1.0 / r1)
 
 
 @njit(cache=True)
+def ihc_adaptation_lanes(db, rows, shift, sample_rate_hz, out, out_rows):
+    """Inner-hair-cell adaptation of four dB-SL envelopes at once, with their group-delay shifts.
+
+    Lane j reads ``db[rows[j]]`` and writes ``out[out_rows[j]]`` delayed by
+    ``shift[j]`` samples (zeros before), floored at 0.
+    """
+    k10, k11, k12, k20, k21, k22, r1_inv = _adaptation_constants(sample_rate_hz)
+    c10, c11, c12 = vsplat(k10), vsplat(k11), vsplat(k12)
+    c20, c21, c22 = vsplat(k20), vsplat(k21), vsplat(k22)
+    inv = vsplat(r1_inv)
+    r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+    o0, o1, o2, o3 = out_rows[0], out_rows[1], out_rows[2], out_rows[3]
+    s0, s1, s2, s3 = shift[0], shift[1], shift[2], shift[3]
+    n_samples = db.shape[1]
+    m0, m1, m2, m3 = n_samples - s0, n_samples - s1, n_samples - s2, n_samples - s3
+    for j in range(LANES):
+        for n in range(min(shift[j], n_samples)):
+            out[out_rows[j], n] = 0.0
+    v1 = vsplat(0.0)
+    v2 = v1
+    for n in range(max(max(m0, m1), max(m2, m3))):
+        d = vset(db[r0, n], db[r1, n], db[r2, n], db[r3, n])
+        v1, v2 = vfma(c11, v1, vfma(c12, v2, vmul(c10, d))), vfma(c22, v2, vfma(c21, v1, vmul(c20, d)))
+        y = vmax0(vmul(vsub(d, v1), inv))
+        if n < m0:
+            out[o0, n + s0] = vget(y, 0)
+        if n < m1:
+            out[o1, n + s1] = vget(y, 1)
+        if n < m2:
+            out[o2, n + s2] = vget(y, 2)
+        if n < m3:
+            out[o3, n + s3] = vget(y, 3)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _bm_gain(bm, env, db, noise, noise_gain, out):
+    for n in range(bm.size):
+        out[n] = bm[n] * ((db[n] + _SMALL) / (env[n] + _SMALL)) + noise_gain * noise[n]
+
+
+@njit(cache=True, error_model="numpy")
+def bm_output(bm, bm_delay, env, env_delay, db, noise, noise_gain, shift, out):
+    """BM motion after the IHC gain, plus threshold noise, delayed by ``shift``.
+
+    The BM gain is the dB-SL conversion (db+s)/(e+s) times the adaptation
+    (out+s)/(db+s), i.e. (adapted + s)/(env + s); ``db`` is the adapted
+    envelope already delayed by ``shift``. ``bm`` and ``env`` are read
+    advanced by their alignment delays (zeros beyond their ends):
+    out[n + shift] = bm[n + bm_delay] * (db[n + shift] + s) / (env[n + env_delay] + s)
+    + noise_gain * noise[n].
+    """
+    n_samples = bm.size
+    m = max(n_samples - shift, 0)
+    out[:n_samples - m] = 0.0
+    lo = min(max(0, -bm_delay, -env_delay), m)
+    hi = max(min(m, n_samples - bm_delay, n_samples - env_delay), lo)
+    _bm_gain(bm[lo + bm_delay:hi + bm_delay], env[lo + env_delay:hi + env_delay], db[lo + shift:hi + shift],
+             noise[lo:hi], noise_gain, out[lo + shift:hi + shift])
+    _bm_edge(bm, bm_delay, env, env_delay, db, noise, noise_gain, shift, 0, lo, out)
+    _bm_edge(bm, bm_delay, env, env_delay, db, noise, noise_gain, shift, hi, m, out)
+
+
+@njit(cache=True, error_model="numpy")
+def _bm_edge(bm, bm_delay, env, env_delay, db, noise, noise_gain, shift, start, stop, out):
+    """:func:`bm_output` for n in [start, stop), where bm or env is read beyond an end (zeros)."""
+    count = stop - start
+    if count <= 0:
+        return
+    n_samples = bm.size
+    b = np.zeros(count)
+    e = np.zeros(count)
+    for t in range(count):
+        i, j = start + t + bm_delay, start + t + env_delay
+        if 0 <= i < n_samples:
+            b[t] = bm[i]
+        if 0 <= j < n_samples:
+            e[t] = env[j]
+    _bm_gain(b, e, db[start + shift:stop + shift], noise[start:stop], noise_gain, out[start + shift:stop + shift])
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def env_smooth(env, seg, out):
     """Hann-windowed averages of ``env`` with 50 % overlap (half windows at both ends).
 
     ``seg`` is the even segment length in samples; ``out`` has
-    ``1 + n // seg + (n - seg // 2) // seg`` values.
+    ``1 + n // seg + (n - seg // 2) // seg`` values. Segment k covers the
+    half-blocks k and k+1 of ``seg/2`` samples, so each half-block is read
+    once and weighted by both window halves: out[k] = (lo[k] + hi[k+1]) /
+    sum(window), with lo/hi the block's products with the rising/falling
+    half (first and last segment: one half-window, divided by its sum).
     """
     half = seg // 2
     window = np.hanning(seg)
     wsum = window.sum()
     hsum = window[half:].sum()
+    rise = window[:half].copy()
+    fall = window[half:].copy()
     nseg = out.size
-    acc = 0.0
-    for i in range(half):
-        acc += env[i] * window[half + i]
-    out[0] = acc / hsum
-    for k in range(1, nseg - 1):
-        start = k * half
-        acc = 0.0
-        for i in range(seg):
-            acc += env[start + i] * window[i]
-        out[k] = acc / wsum
-    start = (nseg - 1) * half
-    acc = 0.0
-    for i in range(half):
-        acc += env[start + i] * window[i]
-    out[nseg - 1] = acc / hsum
+    prev_lo = 0.0
+    for b in range(nseg):
+        start = b * half
+        lo = 0.0
+        hi = 0.0
+        for i in range(half):
+            e = env[start + i]
+            lo += e * rise[i]
+            hi += e * fall[i]
+        if b == 0:
+            out[0] = hi / hsum
+        elif b >= 2:
+            out[b - 1] = (prev_lo + hi) / wsum
+        prev_lo = lo
+    out[nseg - 1] = prev_lo / hsum
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def _segment_stats(x, y, start, window, inv_corr, inv_power, maxlag, a, b, a32, b32):
-    """Normalised cross-covariance peak and mean squares of one windowed segment pair.
+def covary_windows(nwin: int, maxlag: int) -> tuple:
+    """Windows and normalisations of the BM covariance segments (computed once, in numpy).
 
-    The segments are windowed and their means removed in float64 (``a``,
-    length m + 2*maxlag, zero-padded by maxlag at both ends, and ``b``,
-    length m); scaled to unit energy they are cast to float32 (``a32``,
-    ``b32``) for the 2*maxlag+1 lag products, which are vectorised dot
-    products. The normalised lags lie in [-1, 1], and float32 sums of 384
-    unit-energy products are accurate to about 1e-6, far below what HAAQI
-    resolves (the BM covariance is averaged over all tiles).
-
-    Returns:
-        (peak of |normalised covariance| over lags, reference and processed mean squares).
-    """
-    m = window.size
-    ma = 0.0
-    mb = 0.0
-    for i in range(m):
-        wa = x[start + i] * window[i]
-        wb = y[start + i] * window[i]
-        a[i] = wa
-        b[i] = wb
-        ma += wa
-        mb += wb
-    ma /= m
-    mb /= m
-    sa = 0.0
-    sb = 0.0
-    for i in range(m):
-        va = a[i] - ma
-        vb = b[i] - mb
-        a[i] = va
-        b[i] = vb
-        sa += va * va
-        sb += vb * vb
-    if sa * inv_power <= 1e-30 or sb * inv_power <= 1e-30:
-        return 0.0, sa * inv_power, sb * inv_power
-    fa = 1.0 / math.sqrt(sa)
-    fb = 1.0 / math.sqrt(sb)
-    for i in range(maxlag):
-        a32[i] = 0.0
-        a32[maxlag + m + i] = 0.0
-    for i in range(m):
-        a32[maxlag + i] = a[i] * fa
-        b32[i] = b[i] * fb
-    peak = 0.0
-    for j in range(2 * maxlag + 1):
-        # sum_i a[i + j - maxlag] * b[i]; a is zero-padded by maxlag on both sides
-        acc = np.float32(0.0)
-        for i in range(m):
-            acc += a32[i + j] * b32[i]
-        v = abs(acc * inv_corr[j])
-        if v > peak:
-            peak = v
-    return peak / inv_power, sa * inv_power, sb * inv_power
-
-
-@njit(cache=True, error_model="numpy")
-def bm_covary(x, y, nwin, maxlag, cov_out, ms_out):
-    """Segment cross-covariance of two BM signals (16-ms Hann segments, 50 % overlap).
-
-    Writes the normalised peak of the cross-covariance within +/- ``maxlag``
-    samples (clipped to 0..1) and twice the reference mean square per segment.
+    Returns (full Hann window, its falling half (first segment), its rising
+    half (last segment), 1/autocorrelation of the full and of the half window
+    at lags -maxlag..maxlag, 1/energy of the full and of the half window).
     """
     half = nwin // 2
     window = np.hanning(nwin)
@@ -297,22 +433,172 @@ def bm_covary(x, y, nwin, maxlag, cov_out, ms_out):
     hwin_lo = window[:half].copy()
     inv_full = 1.0 / np.correlate(window, window, "full")[nwin - 1 - maxlag: nwin + maxlag]
     inv_half = 1.0 / np.correlate(hwin_hi, hwin_hi, "full")[half - 1 - maxlag: half + maxlag]
-    pw_full = 1.0 / np.sum(window * window)
-    pw_half = 1.0 / np.sum(hwin_hi * hwin_hi)
+    return (window, hwin_hi, hwin_lo, inv_full, inv_half,
+            float(1.0 / np.sum(window * window)), float(1.0 / np.sum(hwin_hi * hwin_hi)))
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", inline="always")
+def _centred(x, start, window, out):
+    """out = x[start:start+m]*window minus its mean; returns the sum of squares."""
+    m = window.size
+    mean = 0.0
+    for i in range(m):
+        v = x[start + i] * window[i]
+        out[i] = v
+        mean += v
+    mean /= m
+    ss = 0.0
+    for i in range(m):
+        v = out[i] - mean
+        out[i] = v
+        ss += v * v
+    return ss
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def covary_reference(x, windows, maxlag, segs, power, ms_out):
+    """The reference side of :func:`covary_processed`, once per band.
+
+    Per 16-ms segment k (Hann window, 50 % overlap, half windows at the ends):
+    the windowed, mean-removed segment scaled to unit energy, as float32
+    (``segs[k]``, zero-padded by ``maxlag`` on both sides), its mean square
+    (``power[k]``) and twice that (``ms_out[k]``, HAAQI's reference BM level).
+
+    Args:
+        x: the reference's BM output of one band, shape (n,).
+        windows: :func:`covary_windows`.
+        segs: float32 (n_segments, nwin + 2*maxlag); power, ms_out: (n_segments,).
+    """
+    window, hwin_hi, hwin_lo, _, _, pw_full, pw_half = windows
+    nwin = window.size
+    half = nwin // 2
     a = np.empty(nwin)
-    b = np.empty(nwin)
-    a32 = np.empty(nwin + 2 * maxlag, dtype=np.float32)
-    b32 = np.empty(nwin, dtype=np.float32)
-    nseg = cov_out.size
+    nseg = power.size
     for k in range(nseg):
         if k == 0:
-            peak, sx, sy = _segment_stats(x, y, 0, hwin_hi, inv_half, pw_half, maxlag, a, b, a32, b32)
+            w, pw, start = hwin_hi, pw_half, 0
         elif k == nseg - 1:
-            peak, sx, sy = _segment_stats(x, y, k * half, hwin_lo, inv_half, pw_half, maxlag, a, b, a32, b32)
+            w, pw, start = hwin_lo, pw_half, k * half
         else:
-            peak, sx, sy = _segment_stats(x, y, k * half, window, inv_full, pw_full, maxlag, a, b, a32, b32)
-        if sx > 1e-30 and sy > 1e-30:
-            cov_out[k] = min(max(peak, 0.0), 1.0)
+            w, pw, start = window, pw_full, k * half
+        m = w.size
+        sa = _centred(x, start, w, a)
+        row = segs[k]
+        for i in range(row.size):
+            row[i] = 0.0
+        if sa * pw > 1e-30:
+            fa = 1.0 / math.sqrt(sa)
+            for i in range(m):
+                row[maxlag + i] = a[i] * fa
+        power[k] = sa * pw
+        ms_out[k] = 2.0 * (sa * pw)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", inline="always")
+def _lag_peak(a, b, m, inv_corr):
+    """max over lags j of |sum_i a[i + j] * b[i]| * inv_corr[j] (float32 sums), j = 0..2*maxlag.
+
+    Eight lags per pass over ``b``, so each vector of ``b`` is loaded once for
+    eight products (the passes are bound by loads otherwise).
+    """
+    nlag = inv_corr.size
+    peak = 0.0
+    j = 0
+    while j + 8 <= nlag:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for i in range(m):
+            bi = b[i]
+            s0 += a[i + j] * bi
+            s1 += a[i + j + 1] * bi
+            s2 += a[i + j + 2] * bi
+            s3 += a[i + j + 3] * bi
+            s4 += a[i + j + 4] * bi
+            s5 += a[i + j + 5] * bi
+            s6 += a[i + j + 6] * bi
+            s7 += a[i + j + 7] * bi
+        peak = max(peak, abs(s0 * inv_corr[j]), abs(s1 * inv_corr[j + 1]), abs(s2 * inv_corr[j + 2]),
+                   abs(s3 * inv_corr[j + 3]), abs(s4 * inv_corr[j + 4]), abs(s5 * inv_corr[j + 5]),
+                   abs(s6 * inv_corr[j + 6]), abs(s7 * inv_corr[j + 7]))
+        j += 8
+    while j < nlag:
+        acc = np.float32(0.0)
+        for i in range(m):
+            acc += a[i + j] * b[i]
+        peak = max(peak, abs(acc * inv_corr[j]))
+        j += 1
+    return peak
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def covary_processed(segs, power, ref_ms, min_rms, y, windows, cov_out):
+    """Segment cross-covariance of the reference and a processed BM signal.
+
+    Per segment (see :func:`covary_reference`): the peak of the normalised
+    cross-covariance within +/- maxlag samples, clipped to 0..1, or 0 where
+    either segment is below 1e-30 in mean square. The lag products are
+    float32 sums of unit-energy segments (accurate to ~1e-6 on a value in
+    [0, 1]; HAAQI averages them over all tiles).
+
+    Segments whose reference level ``sqrt(ref_ms[k])`` is not above
+    ``min_rms`` get 0 without computing: HAAQI's BM synchrony gives these
+    tiles zero weight (:func:`.features.bm_sync`), so their value never counts.
+    """
+    window, hwin_hi, hwin_lo, inv_full, inv_half, pw_full, pw_half = windows
+    nwin = window.size
+    half = nwin // 2
+    b = np.empty(nwin)
+    b32 = np.empty(nwin, dtype=np.float32)
+    nseg = power.size
+    for k in range(nseg):
+        if k == 0:
+            w, pw, inv_corr, start = hwin_hi, pw_half, inv_half, 0
+        elif k == nseg - 1:
+            w, pw, inv_corr, start = hwin_lo, pw_half, inv_half, k * half
         else:
+            w, pw, inv_corr, start = window, pw_full, inv_full, k * half
+        if not math.sqrt(ref_ms[k]) > min_rms:
             cov_out[k] = 0.0
-        ms_out[k] = 2.0 * sx
+            continue
+        m = w.size
+        sb = _centred(y, start, w, b)
+        if power[k] <= 1e-30 or sb * pw <= 1e-30:
+            cov_out[k] = 0.0
+            continue
+        fb = 1.0 / math.sqrt(sb)
+        for i in range(m):
+            b32[i] = b[i] * fb
+        peak = _lag_peak(segs[k], b32, m, inv_corr) / pw
+        cov_out[k] = min(max(peak, 0.0), 1.0)
+
+
+@njit(cache=True)
+def spectra_mac(spec, other, out):
+    """``out[f] = sum_b spec[b, f] * other[b, f]`` (complex), blocks summed in order from 0.
+
+    The same sums, in the same order, as ``np.einsum("bf,bf->f", spec, other)``
+    (bit for bit), without its temporaries.
+    """
+    nb, nf = spec.shape
+    for f in range(nf):
+        out[f] = 0.0
+    for b in range(nb):
+        for f in range(nf):
+            out[f] += spec[b, f] * other[b, f]
+
+
+@njit(cache=True)
+def first_abs_max(a, b):
+    """Index of the first largest |value| in the concatenation of ``a`` and ``b`` (as ``np.argmax``)."""
+    best = -1.0
+    where = 0
+    for i in range(a.size):
+        v = abs(a[i])
+        if v > best:
+            best = v
+            where = i
+    for i in range(b.size):
+        v = abs(b[i])
+        if v > best:
+            best = v
+            where = a.size + i
+    return where

@@ -1,0 +1,175 @@
+"""Four float64 lanes in one register, for numba kernels that run four filters at once.
+
+numba compiles scalar code; LLVM vectorises loops over samples but not four
+independent recursions (IIR filters) stepped side by side. This module gives
+numba an explicit vector type, :data:`f64x4` (an LLVM ``<4 x double>``, one
+AVX2 register), and the few lane-wise operations the kernels need:
+:func:`vsplat`, :func:`vset`, :func:`vget`, :func:`vadd`, :func:`vsub`,
+:func:`vmul`, :func:`vneg`, :func:`vfma` (fused, one rounding), :func:`vsqrt`,
+:func:`vmax` and :func:`vmax0`.
+
+Every operation is IEEE lane by lane and nothing is contracted or
+reassociated behind the code's back (no fastmath here; fusions are explicit
+:func:`vfma` calls), so a lane's result depends only on that lane's inputs: a
+filter gives the same bits in any lane, next to any other filters, on any x86
+CPU (without FMA hardware LLVM calls libm's exactly rounded ``fma``). That is
+what makes ``score_many(ref, [p1..pN])[i] == haaqi(ref, pi)`` hold when the
+processed signals share registers.
+
+The functions are numba intrinsics: call them from ``@njit`` code only, and
+keep vectors inside a kernel (they are not meant as arguments of compiled
+functions that are cached).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 4
+
+_F64 = ir.DoubleType()
+_VEC = ir.VectorType(_F64, LANES)
+_I32 = ir.IntType(32)
+
+
+class F64x4(types.Type):
+    """numba type of four float64 lanes (LLVM ``<4 x double>``)."""
+
+    def __init__(self):
+        super().__init__(name="F64x4")
+
+
+f64x4 = F64x4()
+
+
+@register_model(F64x4)
+class _F64x4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _lanes(builder, values):
+    vec = ir.Constant(_VEC, ir.Undefined)
+    for i, v in enumerate(values):
+        vec = builder.insert_element(vec, v, ir.Constant(_I32, i))
+    return vec
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """All four lanes = ``x`` (a float64)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _lanes(builder, [args[0]] * LANES)
+    return f64x4(types.float64), codegen
+
+
+@intrinsic
+def vset(typingctx, a, b, c, d):
+    """Lanes (a, b, c, d), float64 each."""
+    if any(t != types.float64 for t in (a, b, c, d)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _lanes(builder, args)
+    return f64x4(types.float64, types.float64, types.float64, types.float64), codegen
+
+
+@intrinsic
+def vget(typingctx, v, i):
+    """Lane ``i`` (0..3) of ``v``."""
+    if v != f64x4 or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        idx = args[1]
+        if idx.type.width > 32:
+            idx = builder.trunc(idx, _I32)
+        elif idx.type.width < 32:
+            idx = builder.sext(idx, _I32)
+        return builder.extract_element(args[0], idx)
+    return types.float64(f64x4, i), codegen
+
+
+def _binary(op):
+    @intrinsic
+    def fn(typingctx, a, b):
+        if a != f64x4 or b != f64x4:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+        return f64x4(f64x4, f64x4), codegen
+    return fn
+
+
+vadd = _binary("fadd")
+vadd.__doc__ = "a + b, lane-wise."
+vsub = _binary("fsub")
+vsub.__doc__ = "a - b, lane-wise."
+vmul = _binary("fmul")
+vmul.__doc__ = "a * b, lane-wise."
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c with one rounding, lane-wise (``llvm.fma``)."""
+    if a != f64x4 or b != f64x4 or c != f64x4:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                            "llvm.fma.v4f64")
+        return builder.call(fn, args)
+    return f64x4(f64x4, f64x4, f64x4), codegen
+
+
+@intrinsic
+def vneg(typingctx, a):
+    """-a, lane-wise (sign flip, exact)."""
+    if a != f64x4:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fneg(args[0])
+    return f64x4(f64x4), codegen
+
+
+@intrinsic
+def vsqrt(typingctx, a):
+    """Correctly rounded square root, lane-wise."""
+    if a != f64x4:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC]), "llvm.sqrt.v4f64")
+        return builder.call(fn, args)
+    return f64x4(f64x4), codegen
+
+
+@intrinsic
+def vmax(typingctx, a, b):
+    """max(a, b) lane-wise (``a`` where a > b, else ``b``)."""
+    if a != f64x4 or b != f64x4:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+    return f64x4(f64x4, f64x4), codegen
+
+
+@intrinsic
+def vmax0(typingctx, a):
+    """max(a, 0.0) lane-wise (``a`` where a > 0, else +0.0)."""
+    if a != f64x4:
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_VEC, [ir.Constant(_F64, 0.0)] * LANES)
+        return builder.select(builder.fcmp_ordered(">", args[0], zero), args[0], zero)
+    return f64x4(f64x4), codegen
