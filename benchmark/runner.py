@@ -106,6 +106,9 @@ def run_sweep(
     store.prepare(meta)  # checks the folder is writable and has space, before any work
 
     todo = _unfinished(plan.jobs, store.finished_keys(retry_errors=retry_errors))
+    backend_version = _backend_version(config.haaqi_backend)
+    if todo:
+        _check_same_backend(store, backend_version)
     n_trials = sum(len(j.trial_keys()) for j in plan.jobs)
     summary = RunSummary(store.root, n_trials=n_trials,
                          n_skipped=n_trials - sum(len(j.trial_keys()) for j in todo))
@@ -118,7 +121,6 @@ def run_sweep(
         "git_sha": git_sha(), "bench_version": package_versions()["haaqi-bench"],
         "versions": ",".join(f"{k}={v}" for k, v in sorted(package_versions().items())),
     }
-    backend_version = _backend_version(config.haaqi_backend)
     provenance["haaqinet_checkpoint"] = checkpoint_id
     inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
                        tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
@@ -158,6 +160,16 @@ def select_clips(clips: list, clip_ids) -> list:
         raise BenchError(f"no clip {unknown[0]!r} in the corpus{did_you_mean(unknown[0], list(by_id))}; "
                          "the clip ids are the corpus manifest's clip_id column")
     return [by_id[c] for c in clip_ids]
+
+
+def _check_same_backend(store: RunStore, backend_version: str) -> None:
+    """Refuse to add rows scored by another HAAQI version to a run (its rows would not compare)."""
+    old = {r.get("haaqi_backend_version") for r in store.read_journal() if r.get("status") == "ok"}
+    old.discard(None)
+    if old and old != {backend_version}:
+        raise BenchError(
+            f"{store.root} was scored with HAAQI {', '.join(sorted(old))}, but this installation has "
+            f"{backend_version}; finish it with that version, or start a new run (--run-id)")
 
 
 def _unfinished(jobs, finished: set[str]) -> list:

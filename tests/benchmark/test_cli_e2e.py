@@ -232,3 +232,16 @@ def test_student_checkpoint_by_name(tmp_path, audio_folder):
     table = pd.read_parquet(tmp_path / "results" / "s" / "scores.parquet")
     assert table["haaqinet_checkpoint"].str.startswith("haaqinet-auditory-student.pt@").all()
     assert table["haaqinet"].between(0, 1).all()
+
+
+def test_resume_refuses_another_haaqi_version(tmp_path, audio_folder):
+    args = ["run", "--processor", "nalr", "--corpus", str(audio_folder), "--limit", "1", "--excerpt-s", "1",
+            "--workers", "0", "--audiograms", "N2", "--no-haaqinet", "--results", str(tmp_path / "r"), "--run-id", "v"]
+    assert _run(*args).exit_code == 0
+    journal = tmp_path / "r" / "v" / "journal.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    rows = [{**r, "haaqi_backend_version": "older-version"} for r in rows[:-1]]  # one trial left to run
+    journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "older-version" in res.output
+    assert len(journal.read_text().splitlines()) == len(rows)  # nothing written
