@@ -141,7 +141,10 @@ class DaskExecutor:
             memory = f"{self.worker_memory_gb}GiB" if self.worker_memory_gb else "auto"
             settings = {"distributed.scheduler.allowed-failures": self.allowed_failures,
                         # one task per worker at a time: a dying worker charges only its own job
-                        "distributed.scheduler.worker-saturation": 1.0}
+                        "distributed.scheduler.worker-saturation": 1.0,
+                        # Dask's default (65536) pins glibc's mmap threshold, so every large array is
+                        # a fresh mmap and its page faults: 2 workers ran no faster than 1 here
+                        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
             with dask.config.set(settings):
                 self.cluster = LocalCluster(
                     n_workers=self.n_workers, threads_per_worker=1, processes=True,

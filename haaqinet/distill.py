@@ -234,7 +234,7 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
     import torch
 
     from haaqinet.evaluate import agreement
-    from haaqinet.train import TrainConfig, _lr_lambda, predict_features
+    from haaqinet.train import EarlyStopping, TrainConfig, _lr_lambda, predict_features
 
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -259,7 +259,7 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
     sched_cfg = TrainConfig(warmup_steps=cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sched_cfg, plan))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    best, best_state, bad, history = math.inf, None, 0, []
+    stopper, history = EarlyStopping(cfg.patience, cfg.max_seconds, log), []
     t0 = time.perf_counter()
     try:
         for epoch in range(cfg.epochs):
@@ -302,21 +302,12 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
                 + (f", hint {row['train_hint']:.4f}" if use_hint else "")
                 + f"); val MSE {val_stats['mse']:.5f} LCC {val_stats['lcc']:.4f} "
                 f"(LCC with teacher {val_teacher['lcc']:.4f}) ({elapsed:.0f} s)")
-            if val_stats["mse"] < best:
-                best, best_state, bad = val_stats["mse"], copy.deepcopy(judged.state_dict()), 0
-            else:
-                bad += 1
-            if bad >= cfg.patience:
-                log(f"early stop: no validation improvement for {cfg.patience} epochs")
-                break
-            if cfg.max_seconds is not None and elapsed * (epoch + 2) / (epoch + 1) > cfg.max_seconds:
-                log(f"stopping: the next epoch would pass max_seconds={cfg.max_seconds:g}")
+            if stopper.update(val_stats["mse"], judged, epoch, elapsed):
                 break
     finally:
         capture.remove()
-    if best_state is not None:
-        student.load_state_dict(best_state)
-    return {"epochs": history, "best_val_mse": best, "train_seconds": round(time.perf_counter() - t0, 1)}
+    stopper.restore(student)
+    return {"epochs": history, "best_val_mse": stopper.best, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def model_flops(model, seconds: float = 10.0) -> dict:

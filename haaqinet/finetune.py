@@ -265,7 +265,7 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     from haaqinet.model import haaqinet_loss
     from haaqinet.predict import Predictor, resolve_checkpoint
     from haaqinet.ratings import read_ratings
-    from haaqinet.train import TrainConfig, _lr_lambda, hardware
+    from haaqinet.train import EarlyStopping, TrainConfig, _lr_lambda, hardware
 
     t_start = time.perf_counter()
     table, scale = read_ratings(ratings_csv, scale=cfg.scale)
@@ -292,9 +292,10 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     plan = {"total_steps": cfg.epochs * steps_per_epoch}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(TrainConfig(warmup_steps=cfg.warmup_steps), plan))
     y_units = torch.as_tensor(target[units.rows], dtype=torch.float32, device=cfg.device)
-    best = agreement(target[rows_of["val"]], zero_val[rows_of["val"]])["mse"]
-    best_state, bad, history = copy.deepcopy(model.state_dict()), 0, []
-    log(f"zero-shot validation MSE {best:.5f}; training {sum(p.numel() for p in params):,} parameters"
+    zero_mse = agreement(target[rows_of["val"]], zero_val[rows_of["val"]])["mse"]
+    stopper = EarlyStopping(cfg.patience, cfg.max_seconds, log, zero_mse, copy.deepcopy(model.state_dict()))
+    history = []
+    log(f"zero-shot validation MSE {zero_mse:.5f}; training {sum(p.numel() for p in params):,} parameters"
         + (f" (frozen: {', '.join(frozen)})" if frozen else ""))
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -320,17 +321,9 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
                         "seconds": round(elapsed, 2)})
         log(f"epoch {epoch + 1}: train loss {total / max(n_seen, 1):.5f}, val MSE {val['mse']:.5f} "
             f"LCC {val['lcc']:.4f} ({elapsed:.1f} s)")
-        if val["mse"] < best:
-            best, best_state, bad = val["mse"], copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-        if bad >= cfg.patience:
-            log(f"early stop: no validation improvement for {cfg.patience} epochs")
+        if stopper.update(val["mse"], model, epoch, elapsed):
             break
-        if cfg.max_seconds is not None and elapsed * (epoch + 2) / (epoch + 1) > cfg.max_seconds:
-            log(f"stopping: the next epoch would pass max_seconds={cfg.max_seconds:g}")
-            break
-    model.load_state_dict(best_state)
+    stopper.restore(model)
     model.eval()
     tuned = units.predict_rows(model, units_of["held-out"], len(table), cfg.device)
     held = rows_of["held-out"]
@@ -344,7 +337,7 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
                                                    seed=cfg.seed),
                      "williams": williams_test(ft["lcc"], zs["lcc"], r23, len(held)),
                      "corr_zero_shot_finetuned": r23},
-        "best_val_mse": best, "history": history, "frozen": frozen,
+        "best_val_mse": stopper.best, "history": history, "frozen": frozen,
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     ratings_sha = hashlib.sha256(Path(ratings_csv).read_bytes()).hexdigest()

@@ -118,6 +118,38 @@ def predict_features(model, features, audiograms, spl_db, *, batch_size: int = 1
     return out
 
 
+
+class EarlyStopping:
+    """Keep the weights of the best validation MSE; say when to stop.
+
+    Stops after ``patience`` epochs without improvement, or when the next
+    epoch (at the mean epoch time so far) would pass ``max_seconds``.
+    """
+
+    def __init__(self, patience: int, max_seconds: float | None, log, best_mse: float = math.inf,
+                 best_state: dict | None = None):
+        self.patience, self.max_seconds, self.log = patience, max_seconds, log
+        self.best, self.best_state, self.bad = best_mse, best_state, 0
+
+    def update(self, val_mse: float, model, epoch: int, elapsed_s: float) -> bool:
+        """Record epoch ``epoch`` (0-based); True when training should stop."""
+        if val_mse < self.best:
+            self.best, self.best_state, self.bad = val_mse, copy.deepcopy(model.state_dict()), 0
+        else:
+            self.bad += 1
+        if self.bad >= self.patience:
+            self.log(f"early stop: no validation improvement for {self.patience} epochs")
+            return True
+        if self.max_seconds is not None and elapsed_s * (epoch + 2) / (epoch + 1) > self.max_seconds:
+            self.log(f"stopping: the next epoch would pass max_seconds={self.max_seconds:g}")
+            return True
+        return False
+
+    def restore(self, model) -> None:
+        """Load the best weights into ``model`` (if any epoch improved on the start)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
 def _lr_lambda(cfg: TrainConfig, plan: dict):
     """Linear warm-up, then cosine decay to 2 % over ``plan["total_steps"]`` (which may be revised)."""
     def f(step):
@@ -150,7 +182,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
     plan = {"total_steps": cfg.epochs * steps_per_epoch}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, plan))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    best, best_state, bad, history = math.inf, None, 0, []
+    stopper, history = EarlyStopping(cfg.patience, cfg.max_seconds, log), []
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
@@ -188,19 +220,10 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
         history.append({"epoch": epoch + 1, "train_loss": total / n, "val": val, "seconds": round(elapsed, 1)})
         log(f"epoch {epoch + 1}: train loss {total / n:.5f}, val MSE {val['mse']:.5f} LCC {val['lcc']:.4f} "
             f"SRCC {val['srcc']:.4f} ({elapsed:.0f} s)")
-        if val["mse"] < best:
-            best, best_state, bad = val["mse"], copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-        if bad >= cfg.patience:
-            log(f"early stop: no validation improvement for {cfg.patience} epochs")
+        if stopper.update(val["mse"], model, epoch, elapsed):
             break
-        if cfg.max_seconds is not None and elapsed * (epoch + 2) / (epoch + 1) > cfg.max_seconds:
-            log(f"stopping: the next epoch would pass max_seconds={cfg.max_seconds:g}")
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"epochs": history, "best_val_mse": best, "train_seconds": round(time.perf_counter() - t0, 1)}
+    stopper.restore(model)
+    return {"epochs": history, "best_val_mse": stopper.best, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.info, eval_splits=None):
