@@ -105,10 +105,11 @@ def run_sweep(
     }
     store.prepare(meta)  # checks the folder is writable and has space, before any work
 
-    todo = _unfinished(plan.jobs, store.finished_keys(retry_errors=retry_errors))
+    journal = store.read_journal()
+    todo = _unfinished(plan.jobs, store.finished_keys(retry_errors=retry_errors, rows=journal))
     backend_version = _backend_version(config.haaqi_backend)
     if todo:
-        _check_same_backend(store, backend_version)
+        _check_same_backend(store.root, journal, backend_version)
     n_trials = sum(len(j.trial_keys()) for j in plan.jobs)
     summary = RunSummary(store.root, n_trials=n_trials,
                          n_skipped=n_trials - sum(len(j.trial_keys()) for j in todo))
@@ -162,13 +163,13 @@ def select_clips(clips: list, clip_ids) -> list:
     return [by_id[c] for c in clip_ids]
 
 
-def _check_same_backend(store: RunStore, backend_version: str) -> None:
+def _check_same_backend(root: Path, journal: list[dict], backend_version: str) -> None:
     """Refuse to add rows scored by another HAAQI version to a run (its rows would not compare)."""
-    old = {r.get("haaqi_backend_version") for r in store.read_journal() if r.get("status") == "ok"}
+    old = {r.get("haaqi_backend_version") for r in journal if r.get("status") == "ok"}
     old.discard(None)
     if old and old != {backend_version}:
         raise BenchError(
-            f"{store.root} was scored with HAAQI {', '.join(sorted(old))}, but this installation has "
+            f"{root} was scored with HAAQI {', '.join(sorted(old))}, but this installation has "
             f"{backend_version}; finish it with that version, or start a new run (--run-id)")
 
 

@@ -106,10 +106,13 @@ class RunStore:
                     continue
         return rows
 
-    def finished_keys(self, *, retry_errors: bool = False) -> set[str]:
-        """Trial keys already in the journal (only ok ones when ``retry_errors``)."""
-        return {r["trial_key"] for r in self.read_journal()
-                if not retry_errors or r.get("status") == "ok"}
+    def finished_keys(self, *, retry_errors: bool = False, rows: list[dict] | None = None) -> set[str]:
+        """Trial keys already in the journal (only ok ones when ``retry_errors``).
+
+        ``rows``: the journal's rows if the caller has read them already.
+        """
+        rows = self.read_journal() if rows is None else rows
+        return {r["trial_key"] for r in rows if not retry_errors or r.get("status") == "ok"}
 
     # -- table --------------------------------------------------------------------
     def write_table(self) -> pd.DataFrame:
