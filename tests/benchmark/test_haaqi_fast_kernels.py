@@ -340,16 +340,50 @@ def test_lag_search_finds_the_best_lag(n, lags, nfft):
     assert search.delay(np.ones(n)) == _best_lag(np.ones(n), np.ones(n), search.lags)
 
 
-def test_spectra_mac_and_first_abs_max_match_numpy():
+def test_spectra_mac_lag_dots_and_to_float32_match_numpy():
     rng = _rng(14)
     spec = rng.standard_normal((7, 65)) + 1j * rng.standard_normal((7, 65))
     other = rng.standard_normal((7, 65)) + 1j * rng.standard_normal((7, 65))
     out = np.empty(65, dtype=complex)
     filters.spectra_mac(spec, other, out)
     assert np.array_equal(out, np.einsum("bf,bf->f", spec, other))
-    for _ in range(20):
-        a, b = rng.integers(-5, 6, 30).astype(float), rng.integers(-5, 6, 17).astype(float)
-        assert filters.first_abs_max(a, b) == int(np.argmax(np.abs(np.concatenate((a, b)))))
+    a, b = rng.standard_normal(300), rng.standard_normal(300)
+    lags = np.array([-299, -17, 0, 5, 299])
+    dots = np.empty(lags.size)
+    filters.lag_dots(a, b, lags, dots)
+    full = np.correlate(b, a, "full")          # index i <-> lag i - 299
+    assert np.allclose(dots, full[lags + 299], rtol=1e-12, atol=1e-12)
+    f32 = np.empty(300, dtype=np.float32)
+    assert math.isclose(filters.to_float32(a, f32), float(a @ a), rel_tol=1e-12)
+    assert np.array_equal(f32, a.astype(np.float32))
+
+
+def _broadband_delay(ref, proc):
+    """The reference implementation's bulk delay: first largest |covariance|, lags from -(n-1) up."""
+    n = ref.size
+    lag_values = np.correlate(ref - ref.mean(), proc - proc.mean(), "full")  # i <-> sum_t proc[t] ref[t+i-(n-1)]
+    m = int(np.argmax(np.abs(lag_values)))
+    return int(np.rint((n - m - 1) - 48))
+
+
+@pytest.mark.parametrize("shift", [-700, -3, 0, 48, 1000])
+def test_broadband_aligner_picks_the_float64_lag(shift):
+    rng = _rng(15)
+    n = 6000
+    ref = rng.standard_normal(n) * np.hanning(n)
+    proc = 0.5 * np.roll(ref, shift) + 0.2 * rng.standard_normal(n)
+    aligner = ear_model.BroadbandAligner(ref)
+    delay = _broadband_delay(ref, proc)
+    out = aligner.align(proc)
+    want = np.zeros(aligner.last + 1 - aligner.first)
+    for i in range(want.size):
+        j = aligner.first + i + delay
+        if 0 <= j < n:
+            want[i] = proc[j]
+    assert np.array_equal(out, want)
+    # a constant processed signal has no covariance anywhere: every lag ties and the first one wins
+    flat = aligner.align(np.ones(n))
+    assert flat.shape == want.shape
 
 
 def test_bands_per_pass_fills_the_lanes():
@@ -409,3 +443,14 @@ def test_score_many_any_batch_size_equals_single_calls():
     legacy = fast.score_many(reference=reference, processed_list=procs[:3], **kw, noise="numpy-legacy")
     assert legacy == [fast.haaqi(reference=reference, processed=p, **kw, noise="numpy-legacy") for p in procs[:3]]
     assert fast.score_many(reference=reference, processed_list=procs[:3], **kw) == single[:3]   # reproducible
+
+
+def test_exact_covariances_by_dots_and_by_fft_agree():
+    rng = _rng(16)
+    a, b = rng.standard_normal(500), rng.standard_normal(500)
+    few = np.array([-3, 0, 7])
+    many = np.arange(-400, 400, 7)
+    assert many.size > ear_model.MAX_EXACT_LAGS >= few.size
+    full = np.correlate(b, a, "full")          # index i <-> lag i - 499
+    assert np.allclose(ear_model.exact_covariances(a, b, few), full[few + 499], rtol=1e-12, atol=1e-12)
+    assert np.allclose(ear_model.exact_covariances(a, b, many), full[many + 499], rtol=1e-10, atol=1e-10)

@@ -6,8 +6,9 @@ together: the recursive filters (control and compressed gammatone filters,
 inner-hair-cell adaptation) run four chains per AVX2 register
 (:mod:`.filters`' ``*_lanes`` kernels, :mod:`.simd`), the compression gain
 and the dB conversion are vectorised loops with :mod:`.vmath`'s log/exp, the
-per-band alignment searches only the +/-100 ms of lags it needs with block
-FFTs into reused buffers, the BM covariance uses float32 lag products and
+per-band alignment searches only the +/-100 ms of lags it needs with float32
+block FFTs and recomputes the near-best lags exactly in float64 (so the lag
+is the float64 one: scores are bit-identical to a float64 search), the BM covariance uses float32 lag products and
 skips the tiles HAAQI gives no weight, and :func:`score_many` computes the
 reference side (its filters, FFT spectra, covariance segments and cepstral
 modulation spectra) once for many processed signals.

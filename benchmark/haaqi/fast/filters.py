@@ -586,19 +586,25 @@ def spectra_mac(spec, other, out):
             out[f] += spec[b, f] * other[b, f]
 
 
-@njit(cache=True)
-def first_abs_max(a, b):
-    """Index of the first largest |value| in the concatenation of ``a`` and ``b`` (as ``np.argmax``)."""
-    best = -1.0
-    where = 0
-    for i in range(a.size):
-        v = abs(a[i])
-        if v > best:
-            best = v
-            where = i
-    for i in range(b.size):
-        v = abs(b[i])
-        if v > best:
-            best = v
-            where = a.size + i
-    return where
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def to_float32(x, out):
+    """Copy ``x`` into the float32 array ``out``; return ``sum(x**2)`` (float64)."""
+    acc = 0.0
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v
+        acc += v * v
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def lag_dots(a, b, lags, out):
+    """``out[i] = sum_n a[n] * b[n + lags[i]]`` over the overlap (float64; fixed summation order)."""
+    n = a.size
+    for i in range(lags.size):
+        d = lags[i]
+        lo, hi = max(0, -d), min(n, n - d)
+        acc = 0.0
+        for j in range(lo, hi):
+            acc += a[j] * b[j + d]
+        out[i] = acc
