@@ -67,7 +67,7 @@ def make_data(
             raise BenchError(f"--item-s {item_s} is outside 4-10 s")
         recipe = data.prepare(out, n_items=items, n_pieces=pieces, seed=seed, n_listeners=listeners,
                               conditions_per_group=conditions_per_group, item_s=item_s,
-                              haaqi_backend=haaqi_backend or "fast", source_s=item_s + 2.0,
+                              haaqi_backend=haaqi_backend or "fast", source_s=item_s + 2.0, workers=workers,
                               progress=lambda i, n, s: _echo(f"rendered source {i}/{n}: {s}"))
         _echo(f"{out}: {len(recipe['sources'])} sources, {recipe['n_groups']} groups of "
               f"{recipe['conditions_per_group']} items")

@@ -303,7 +303,8 @@ def _arrangement(rel: str, index: int, seed: int):
                        first_measure=first, drums=bool(drums))
 
 
-def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: float = 6.0, progress=None) -> list[dict]:
+def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: float = 6.0, progress=None,
+                   workers: int = 1) -> list[dict]:
     """Render ``n_pieces`` music21 scores (not those of the built-in corpus) into ``folder/sources``.
 
     Each source is the mid channel ((L + R) / 2) of a ``source_s``-second excerpt
@@ -311,13 +312,15 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     int16 (full scale 32767). Scores that fail to parse or render, or are shorter
     than ``source_s``, are skipped. Needs music21, midirenderer and pretty_midi.
 
+    With ``workers`` > 1 the candidates of each composer are rendered in
+    ordered batches by that many processes and accepted in order, so the
+    sources are the same as with one (a batch may render a few candidates that
+    are not needed).
+
     Returns:
         source rows for the recipe: source_id, piece, ensemble, arrangement, split,
         duration_s and a CRC-32 of the int16 samples.
     """
-    from scipy.signal import resample_poly
-
-    from benchmark.corpus import render
     from benchmark.corpus.recipe import BUILTIN_RECIPE
 
     out_dir = Path(folder) / "sources"
@@ -328,40 +331,61 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     scale = n_pieces / sum(quotas.values())
     want = {top: max(1, round(q * scale)) for top, q in quotas.items()}
     rows, index = [], 0
-    for top in quotas:
-        taken = 0
-        for rel in candidates.get(top, []):
-            if taken >= want[top] or len(rows) >= n_pieces:
-                break
-            index += 1
-            if any(rel.rsplit(".", 1)[0] == r["piece"].rsplit(".", 1)[0] for r in rows):
-                continue  # the same work in another format
-            try:
-                arr = _arrangement(rel, index, seed)
-                x = render.render_excerpt(arr, excerpt_s=source_s)
-            except Exception as exc:  # noqa: BLE001 - many corpus files do not render
-                logger.info("skipping %s: %s", rel, exc)
-                continue
-            if x.shape[1] < round(source_s * render.SAMPLE_RATE_HZ) or any(
-                    r["source_id"] == arr.clip_id for r in rows):
-                continue
-            mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)  # 44.1 -> 24 kHz
-            pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
-            if _rms(pcm.astype(float)) < 30:  # silent after the mix
-                continue
-            np.save(out_dir / f"{arr.clip_id}.npy", pcm)
-            rows.append({"source_id": arr.clip_id, "piece": rel, "ensemble": arr.instrumentation,
-                         "arrangement": arr.as_dict(), "render_s": source_s, "duration_s": pcm.size / RATE_HZ,
-                         "crc32": zlib.crc32(pcm.tobytes())})
-            taken += 1
-            if progress:
-                progress(len(rows), n_pieces, arr.clip_id)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    batch = 2 * workers if pool else 1
+    try:
+        for top in quotas:
+            paths, taken, pos = candidates.get(top, []), 0, 0
+            while pos < len(paths) and taken < want[top] and len(rows) < n_pieces:
+                jobs = [(rel, index + 1 + j, seed, source_s) for j, rel in enumerate(paths[pos:pos + batch])]
+                results = pool.map(_render_source, jobs) if pool else map(_render_source, jobs)
+                for (rel, job_index, _, _), result in zip(jobs, results):
+                    if taken >= want[top] or len(rows) >= n_pieces:
+                        break
+                    index, pos = job_index, pos + 1
+                    if result is None or any(rel.rsplit(".", 1)[0] == r["piece"].rsplit(".", 1)[0] for r in rows):
+                        continue  # did not render, or the same work in another format
+                    arr, pcm = result
+                    if any(r["source_id"] == arr.clip_id for r in rows):
+                        continue
+                    np.save(out_dir / f"{arr.clip_id}.npy", pcm)
+                    rows.append({"source_id": arr.clip_id, "piece": rel, "ensemble": arr.instrumentation,
+                                 "arrangement": arr.as_dict(), "render_s": source_s,
+                                 "duration_s": pcm.size / RATE_HZ, "crc32": zlib.crc32(pcm.tobytes())})
+                    taken += 1
+                    if progress:
+                        progress(len(rows), n_pieces, arr.clip_id)
+    finally:
+        if pool:
+            pool.shutdown()
     return rows
 
 
+def _render_source(job):
+    """(arrangement, int16 mid channel at 24 kHz) of one candidate score, or None where it cannot be used."""
+    from scipy.signal import resample_poly
+
+    from benchmark.corpus import render
+
+    rel, index, seed, source_s = job
+    try:
+        arr = _arrangement(rel, index, seed)
+        x = render.render_excerpt(arr, excerpt_s=source_s)
+    except Exception as exc:  # noqa: BLE001 - many corpus files do not render
+        logger.info("skipping %s: %s", rel, exc)
+        return None
+    if x.shape[1] < round(source_s * render.SAMPLE_RATE_HZ):
+        return None
+    mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)  # 44.1 -> 24 kHz
+    pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
+    if _rms(pcm.astype(float)) < 30:  # silent after the mix
+        return None
+    return arr, pcm
+
+
 def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_s: float = 6.0,
-            progress=None, **recipe_args) -> dict:
-    """The recipe of ``folder``, creating it (and rendering its sources) if it has none.
+            progress=None, workers: int = 1, **recipe_args) -> dict:
+    """The recipe of ``folder``, creating it (and rendering its sources with ``workers`` processes) if it has none.
 
     Rendered sources are listed in ``sources/sources.json``; a later call with the
     same ``n_pieces``, ``seed`` and ``source_s`` reuses them.
@@ -380,7 +404,8 @@ def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_
         doc = json.loads(listing.read_text(encoding="utf-8"))
         rows = doc["sources"] if doc.get("key") == key else None
     if rows is None:
-        rows = render_sources(folder, n_pieces=n_pieces, seed=seed, source_s=source_s, progress=progress)
+        rows = render_sources(folder, n_pieces=n_pieces, seed=seed, source_s=source_s, progress=progress,
+                              workers=workers)
         listing.write_text(json.dumps({"key": key, "sources": rows}, indent=1) + "\n", encoding="utf-8")
     recipe = new_recipe(n_items=n_items, sources=rows, seed=seed, **recipe_args)
     write_recipe(folder, recipe)

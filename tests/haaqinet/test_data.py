@@ -112,3 +112,12 @@ def test_changed_source_and_wrong_version_are_refused(tmp_path):
 def test_histogram():
     h = data.histogram([0.0, 0.05, 0.5, 1.0], bins=10)
     assert [c for _, _, c in h] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def test_render_sources_in_parallel_gives_the_serial_sources(tmp_path):
+    serial = data.render_sources(tmp_path / "serial", n_pieces=3, workers=1)
+    parallel = data.render_sources(tmp_path / "parallel", n_pieces=3, workers=2)
+    assert len(serial) == 3
+    assert [(r["source_id"], r["crc32"]) for r in parallel] == [(r["source_id"], r["crc32"]) for r in serial]
+    for r in serial:
+        assert (tmp_path / "parallel" / "sources" / f"{r['source_id']}.npy").is_file()
