@@ -21,13 +21,13 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     Returns:
         (signal, sample_rate_hz): float32, shape (n_channels, n_samples), full scale = 1.0.
     """
-    from benchmark.corpus.excerpt import _Decoder
+    from benchmark.corpus.excerpt import Decoder
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
     try:
-        with _Decoder(path) as decoder:
+        with Decoder(path) as decoder:
             signal, rate = decoder.read(0, sys.maxsize), decoder.sample_rate_hz
     except AudioError as exc:
         raise AudioError(f"{path}: {exc}") from None

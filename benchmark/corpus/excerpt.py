@@ -79,8 +79,12 @@ class Window:
     sha256: str
 
 
-class _Decoder:
-    """Sequential or seeking reads of one file, via soundfile or librosa."""
+class Decoder:
+    """Sequential or seeking reads of one audio file, via soundfile or librosa (mp3/ogg fallback).
+
+    Shared by the corpus reader and :func:`benchmark.audio_io.read_audio`. Use as a context manager;
+    raises AudioError for a file neither can decode.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -95,7 +99,7 @@ class _Decoder:
             self._whole, self.sample_rate_hz = _read_with_librosa(self.path, exc)
             self.n_channels = self._whole.shape[1]
 
-    def __enter__(self) -> _Decoder:
+    def __enter__(self) -> Decoder:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -191,7 +195,7 @@ def analyse_file(path: Path, *, excerpt_s: float) -> Window:
     Raises:
         AudioError: unreadable, >2 channels, too short, non-finite or silent.
     """
-    with _Decoder(path) as dec:
+    with Decoder(path) as dec:
         sr = dec.sample_rate_hz
         to_stereo(np.zeros((dec.n_channels, 0), np.float32), "the file")  # channel check
         block_frames = max(1, round(BLOCK_S * sr))
@@ -237,7 +241,7 @@ def load_excerpt(clip: Clip) -> tuple[np.ndarray, int]:
     path = Path(clip.path)
     if not path.is_file():
         raise AudioError(f"audio file of clip {clip.clip_id!r} not found: {path}")
-    with _Decoder(path) as dec:
+    with Decoder(path) as dec:
         sr = dec.sample_rate_hz
         start, frames = round(clip.start_s * sr), round(clip.duration_s * sr)
         x = to_stereo(dec.read(start, frames), str(path))
