@@ -71,6 +71,16 @@ def _column(m, i):
     return vset(m[0, i], m[1, i], m[2, i], m[3, i])
 
 
+@njit(cache=True, inline="always")
+def _gammatone_step(x, z0, z1, z2, z3, a1, a2, a3, a4, a5):
+    """One sample of the 4th-order gammatone recursion on one (real or imaginary) demodulated part.
+
+    Returns the output and the new state (z0..z3); four lanes at once.
+    """
+    y = vadd(x, z0)
+    return (y, vfma(a1, y, vfma(a1, x, z1)), vfma(a2, y, vfma(a5, x, z2)), vfma(a3, y, z3), vmul(a4, y))
+
+
 @njit(cache=True)
 def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env, peak, out_rows, store, ms):
     """Envelopes of four gammatone filters at once (the control path).
@@ -105,18 +115,8 @@ def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env,
         if n > 0:
             c, s = vfma(s, sn, vmul(c, cs)), vfma(s, cs, vneg(vmul(c, sn)))
         xv = vset(x[r0, n], x[r1, n], x[r2, n], x[r3, n])
-        xr = vmul(xv, c)
-        xi = vmul(xv, s)
-        yr = vadd(xr, zr0)
-        zr0 = vfma(a1, yr, vfma(a1, xr, zr1))
-        zr1 = vfma(a2, yr, vfma(a5, xr, zr2))
-        zr2 = vfma(a3, yr, zr3)
-        zr3 = vmul(a4, yr)
-        yi = vadd(xi, zi0)
-        zi0 = vfma(a1, yi, vfma(a1, xi, zi1))
-        zi1 = vfma(a2, yi, vfma(a5, xi, zi2))
-        zi2 = vfma(a3, yi, zi3)
-        zi3 = vmul(a4, yi)
+        yr, zr0, zr1, zr2, zr3 = _gammatone_step(vmul(xv, c), zr0, zr1, zr2, zr3, a1, a2, a3, a4, a5)
+        yi, zi0, zi1, zi2, zi3 = _gammatone_step(vmul(xv, s), zi0, zi1, zi2, zi3, a1, a2, a3, a4, a5)
         e = vmul(g, vsqrt(vfma(yr, yr, vmul(yi, yi))))
         total = vfma(e, e, total)
         if store:
@@ -222,18 +222,8 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
         if n > 0:
             c, s = vfma(s, sn, vmul(c, cs)), vfma(s, cs, vneg(vmul(c, sn)))
         xv = vset(x[r0, n], x[r1, n], x[r2, n], x[r3, n])
-        xr = vmul(xv, c)
-        xi = vmul(xv, s)
-        yr = vadd(xr, zr0)
-        zr0 = vfma(a1, yr, vfma(a1, xr, zr1))
-        zr1 = vfma(a2, yr, vfma(a5, xr, zr2))
-        zr2 = vfma(a3, yr, zr3)
-        zr3 = vmul(a4, yr)
-        yi = vadd(xi, zi0)
-        zi0 = vfma(a1, yi, vfma(a1, xi, zi1))
-        zi1 = vfma(a2, yi, vfma(a5, xi, zi2))
-        zi2 = vfma(a3, yi, zi3)
-        zi3 = vmul(a4, yi)
+        yr, zr0, zr1, zr2, zr3 = _gammatone_step(vmul(xv, c), zr0, zr1, zr2, zr3, a1, a2, a3, a4, a5)
+        yi, zi0, zi1, zi2, zi3 = _gammatone_step(vmul(xv, s), zi0, zi1, zi2, zi3, a1, a2, a3, a4, a5)
         e = vmul(g0, vsqrt(vfma(yr, yr, vmul(yi, yi))))
         total = vfma(e, e, total)
         b = vmul(g0, vfma(yr, c, vmul(yi, s)))
