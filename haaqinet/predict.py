@@ -59,7 +59,7 @@ def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarra
     """Clip scores of a batch of equal-length (zero-padded) 16-kHz signals.
 
     Args:
-        model: a HAAQINet.
+        model: a HAAQINet (or its :class:`haaqinet.fast.FastHAAQINet`).
         waveforms_16k: float32 (n_items, n_samples), 16 kHz, any digital scale.
         audiograms_db_hl: float32 (n_items, 8), dB HL at 250..8000 Hz.
         spl_db: float32 (n_items,), RMS level of each signal in dB SPL.
@@ -115,11 +115,15 @@ class Predictor:
         device: torch device string.
         batch_size: clips per forward pass.
         frontend_path: where an external encoder (beats/hf) now lives, if it moved.
+
+    ``model`` is the network; predictions run ``runner``, its fast CPU inference form where there is one
+    (:func:`haaqinet.fast.inference_model`: the same scores up to float32 rounding), else the model.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, *, device: str = "cpu", batch_size: int = 16,
                  frontend_path: str | Path | None = None):
         from haaqinet.checkpoint import load_checkpoint
+        from haaqinet.fast import inference_model
 
         path = resolve_checkpoint(checkpoint)
         named = checkpoint is None or str(checkpoint) in CHECKPOINT_NAMES or path in CHECKPOINT_NAMES.values()
@@ -129,6 +133,7 @@ class Predictor:
         self.checkpoint = path
         self.device, self.batch_size = device, batch_size
         self.model = load_checkpoint(path, map_location=device, frontend_path=frontend_path)
+        self.runner = inference_model(self.model)
 
     def predict_signals(self, signals: list[np.ndarray], audiograms: list, spl_db) -> np.ndarray:
         """Scores of 1-D 16-kHz signals (each one ear at its own level), float64 (n,).
@@ -148,7 +153,7 @@ class Predictor:
             for k in range(0, len(members), self.batch_size):
                 idx = np.asarray(members[k:k + self.batch_size])
                 batch = np.stack([np.asarray(signals[j], dtype=np.float32) for j in idx])
-                out[idx] = predict_arrays(self.model, batch, levels[idx], spl[idx], batch_size=len(idx),
+                out[idx] = predict_arrays(self.runner, batch, levels[idx], spl[idx], batch_size=len(idx),
                                           device=self.device)
         return out
 

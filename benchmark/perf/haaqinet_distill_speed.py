@@ -10,14 +10,19 @@ For each model, on the same ``--length``-second music-like clip (one ear, modera
 * parameters (:func:`haaqinet.model.count_parameters`);
 * FLOPs of one forward pass (:func:`haaqinet.distill.model_flops`: what
   ``torch.utils.flop_counter.FlopCounterMode`` counts, plus the LSTM and the FFT added analytically);
-* CPU time of the model on the 16-kHz waveform (calibration, fixed features, network), batch 1: after a
-  warm-up, the two models are timed *alternately* (teacher, student, teacher, ...) ``--repeats`` times,
-  so load changes on a shared machine hit both alike, and the medians are reported;
-* the same through :class:`haaqinet.predict.Predictor` from the 44.1-kHz clip (resampling to 16 kHz included,
-  the cost a caller sees), and per clip at ``--batch`` clips per forward pass.
+* CPU time of the model on the 16-kHz waveform (calibration, fixed features, network), batch 1, two ways
+  for each model: the ``nn.Module`` forward (``model(x, a, s)``) and its fast inference form
+  (:class:`haaqinet.fast.FastHAAQINet`, the same scores up to float32 rounding, which
+  :class:`~haaqinet.predict.Predictor` runs). After a warm-up the four are timed *in turns* (teacher
+  module, student module, teacher fast, student fast, teacher module, ...) ``--repeats`` times, so load
+  changes on a shared machine hit all alike, and the medians are reported;
+* the same per clip at ``--batch`` clips per forward pass, and through
+  :class:`~haaqinet.predict.Predictor` from the 44.1-kHz clip (resampling to 16 kHz included, the cost a
+  caller sees).
 
-The ratios are student / teacher; "less time" is ``1 - ratio``. Everything runs in one process with
-torch, numpy and numba limited to ``--threads`` threads.
+The ratios are student / teacher; "less time" is ``1 - ratio``. The ``best`` rows compare each model's
+faster way (so far the fast form for both). Everything runs in one process with torch, numpy and numba
+limited to ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, parse_audiogram
     from benchmark.perf import haaqi_speed as hs
     from haaqinet.distill import model_flops
+    from haaqinet.fast import FastHAAQINet
     from haaqinet.model import count_parameters
     from haaqinet.predict import Predictor, resolve_checkpoint
 
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = {"teacher": resolve_checkpoint(args.teacher), "student": resolve_checkpoint(args.student)}
     predictors = {k: Predictor(p) for k, p in paths.items()}
     models = {k: p.model for k, p in predictors.items()}
+    fast = {k: FastHAAQINet(m) for k, m in models.items()}
     clip = hs.music(args.length)  # 44.1 kHz, (n,)
     audiogram = parse_audiogram("moderate")
     a = torch.as_tensor(np.asarray([audiogram.at(STANDARD_FREQUENCIES_HZ)], dtype=np.float32))
@@ -83,10 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
         res[k] = {"parameters": count_parameters(m), "flops": model_flops(m, args.length),
                   "frames_per_second": m.frontend.frames_per_second}
 
-    def forward(m):
+    def forward(m, *inputs):
         def run():
             with torch.inference_mode():
-                m(x, a, s)
+                m(*inputs)
         return run
 
     def end_to_end(p):
@@ -101,22 +108,23 @@ def main(argv: list[str] | None = None) -> dict:
     ab = a.expand(len(ears), -1).contiguous()
     sb = torch.tensor([e[2] for e in ears], dtype=torch.float32)
 
-    def batched(m):
-        def run():
-            with torch.inference_mode():
-                m(xb, ab, sb)
-        return run
-
-    t = alternate({k: forward(m) for k, m in models.items()}, args.repeats)
+    ways = {"module": models, "fast": fast}
+    t = alternate({(k, w): forward(m[k], x, a, s) for w, m in ways.items() for k in models}, args.repeats)
+    b = alternate({(k, w): forward(m[k], xb, ab, sb) for w, m in ways.items() for k in models},
+                  max(3, args.repeats // 5), warmup=1)
     e = alternate({k: end_to_end(p) for k, p in predictors.items()}, max(5, args.repeats // 2))
-    b = alternate({k: batched(m) for k, m in models.items()}, max(3, args.repeats // 5), warmup=1)
     for k in models:
-        res[k].update({"forward_clip_s": t[k], "end_to_end_clip_s": e[k], "batched_clip_s": b[k] / args.batch})
+        res[k].update({"forward_clip_s": t[k, "module"], "fast_clip_s": t[k, "fast"],
+                       "best_clip_s": min(t[k, "module"], t[k, "fast"]),
+                       "batched_clip_s": b[k, "module"] / args.batch, "batched_fast_clip_s": b[k, "fast"] / args.batch,
+                       "batched_best_clip_s": min(b[k, "module"], b[k, "fast"]) / args.batch,
+                       "end_to_end_clip_s": e[k]})
     ratio = lambda key: res["student"][key] / res["teacher"][key]  # noqa: E731
     res["ratios"] = {"parameters": ratio("parameters"),
                      "flops": res["student"]["flops"]["total"] / res["teacher"]["flops"]["total"],
-                     "forward_clip_s": ratio("forward_clip_s"), "end_to_end_clip_s": ratio("end_to_end_clip_s"),
-                     "batched_clip_s": ratio("batched_clip_s")}
+                     **{key: ratio(key) for key in ("forward_clip_s", "fast_clip_s", "best_clip_s", "batched_clip_s",
+                                                    "batched_fast_clip_s", "batched_best_clip_s",
+                                                    "end_to_end_clip_s")}}
     _print(res)
     if args.json:
         with open(args.json, "w") as fh:
@@ -128,21 +136,24 @@ def _print(res: dict) -> None:
     t, s, r = res["teacher"], res["student"], res["ratios"]
     print(f"{res['length_s']:g}-s clip, {res['threads']} thread(s), {res['cpu_count']} CPUs, torch {res['torch']}, "
           f"{res['repeats']} alternating repeats (medians)")
-    print(f"{'':<40}{'teacher':>14}{'student':>14}{'student/teacher':>17}{'reduction':>11}")
+    print(f"{'':<46}{'teacher':>14}{'student':>14}{'student/teacher':>17}{'reduction':>11}")
 
     def row(name, a, b, ratio, fmt):
-        print(f"{name:<40}{fmt.format(a):>14}{fmt.format(b):>14}{ratio:>17.3f}{100 * (1 - ratio):>10.1f}%")
+        print(f"{name:<46}{fmt.format(a):>14}{fmt.format(b):>14}{ratio:>17.3f}{100 * (1 - ratio):>10.1f}%")
 
     row("parameters", t["parameters"], s["parameters"], r["parameters"], "{:,}")
     row("FLOPs per clip (M)", t["flops"]["total"] / 1e6, s["flops"]["total"] / 1e6, r["flops"], "{:.1f}")
     row("  of which counted by FlopCounterMode (M)", t["flops"]["counted"] / 1e6, s["flops"]["counted"] / 1e6,
         s["flops"]["counted"] / max(t["flops"]["counted"], 1), "{:.1f}")
-    row("ms per clip, model on 16 kHz (batch 1)", 1e3 * t["forward_clip_s"], 1e3 * s["forward_clip_s"],
-        r["forward_clip_s"], "{:.2f}")
-    row("ms per clip, 44.1 kHz file path (batch 1)", 1e3 * t["end_to_end_clip_s"], 1e3 * s["end_to_end_clip_s"],
-        r["end_to_end_clip_s"], "{:.2f}")
-    row(f"ms per clip, model, batch {res['batch']}", 1e3 * t["batched_clip_s"], 1e3 * s["batched_clip_s"],
-        r["batched_clip_s"], "{:.2f}")
+    rows = (("ms per clip, module on 16 kHz (batch 1)", "forward_clip_s"),
+            ("ms per clip, fast form on 16 kHz (batch 1)", "fast_clip_s"),
+            ("ms per clip, best of the two (batch 1)", "best_clip_s"),
+            (f"ms per clip, module, batch {res['batch']}", "batched_clip_s"),
+            (f"ms per clip, fast form, batch {res['batch']}", "batched_fast_clip_s"),
+            (f"ms per clip, best of the two, batch {res['batch']}", "batched_best_clip_s"),
+            ("ms per clip, 44.1 kHz file path (batch 1)", "end_to_end_clip_s"))
+    for name, key in rows:
+        row(name, 1e3 * t[key], 1e3 * s[key], r[key], "{:.2f}")
 
 
 if __name__ == "__main__":
