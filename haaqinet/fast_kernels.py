@@ -81,6 +81,16 @@ def frames(x, window, hop, n_frames):
     return out, mean_square
 
 
+@njit(**OPTS, inline="always")
+def _weighted_rows(weights, first, stop, rows, acc):
+    """acc[t] = sum over f in [first, stop) of weights[f] * rows[f, t]."""
+    acc[:] = 0.0
+    for f in range(first, stop):
+        w = weights[f]
+        for t in range(rows.shape[1]):
+            acc[t] += w * rows[f, t]
+
+
 @njit(**OPTS)
 def fixed_maps(spec, mean_square, spl_db, scale, bands, geo, start, stop, norm, audiogram, retspl, interp_t):
     """The fixed maps of every frame and the clip statistics of the learned part's input.
@@ -112,11 +122,7 @@ def fixed_maps(spec, mean_square, spl_db, scale, bands, geo, start, stop, norm, 
                 re, im = spec[b, t, f, 0], spec[b, t, f, 1]
                 power[f, t] = (re * re + im * im) * bin_scale
         for k in range(n_bands):
-            acc[:] = 0.0
-            for f in range(start[k], stop[k]):
-                w = bands[k, f]
-                for t in range(n_frames):
-                    acc[t] += w * power[f, t]
+            _weighted_rows(bands[k], start[k], stop[k], power, acc)
             for t in range(n_frames):
                 logs[0, k, t] = acc[t] + _FLOOR
                 logs[1, k, t] = acc[t] / norm[k] + _FLOOR
@@ -128,11 +134,7 @@ def fixed_maps(spec, mean_square, spl_db, scale, bands, geo, start, stop, norm, 
             for j in range(retspl.shape[0]):
                 thr += (audiogram[b, j] + retspl[j]) * interp_t[j, k]
             thr = np.float64(np.float32(thr))  # rounded as the front end's float32 product
-            acc[:] = 0.0
-            for f in range(start[k], stop[k]):
-                w = geo[k, f]
-                for t in range(n_frames):
-                    acc[t] += w * power[f, t]
+            _weighted_rows(geo[k], start[k], stop[k], power, acc)
             for t in range(n_frames):
                 level = max(_DB_PER_NEPER * logs[0, k, t] + _DB_AT_RMS1, -10.0)
                 flat = _DB_PER_NEPER * (acc[t] - logs[1, k, t])
