@@ -81,6 +81,15 @@ def _gammatone_step(x, z0, z1, z2, z3, a1, a2, a3, a4, a5):
     return (y, vfma(a1, y, vfma(a1, x, z1)), vfma(a2, y, vfma(a5, x, z2)), vfma(a3, y, z3), vmul(a4, y))
 
 
+@njit(cache=True, inline="always")
+def _store_lanes(out, o0, o1, o2, o3, i, v):
+    """out[o_j, i] = lane j of v, for the four lanes."""
+    out[o0, i] = vget(v, 0)
+    out[o1, i] = vget(v, 1)
+    out[o2, i] = vget(v, 2)
+    out[o3, i] = vget(v, 3)
+
+
 @njit(cache=True)
 def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env, peak, out_rows, store, ms):
     """Envelopes of four gammatone filters at once (the control path).
@@ -120,17 +129,11 @@ def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env,
         e = vmul(g, vsqrt(vfma(yr, yr, vmul(yi, yi))))
         total = vfma(e, e, total)
         if store:
-            env[o0, n] = vget(e, 0)
-            env[o1, n] = vget(e, 1)
-            env[o2, n] = vget(e, 2)
-            env[o3, n] = vget(e, 3)
+            _store_lanes(env, o0, o1, o2, o3, n, e)
             top = vmax(top, e)
             if n % GAIN_BLOCK == GAIN_BLOCK - 1 or n == n_samples - 1:
                 b = n // GAIN_BLOCK
-                peak[o0, b] = vget(top, 0)
-                peak[o1, b] = vget(top, 1)
-                peak[o2, b] = vget(top, 2)
-                peak[o3, b] = vget(top, 3)
+                _store_lanes(peak, o0, o1, o2, o3, b, top)
                 top = zero
     for j in range(LANES):
         ms[j] = vget(total, j) / n_samples
@@ -232,14 +235,8 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
         zg = vfma(la1, gl, vmul(b1, gn))
         ev = vmul(gl, e)
         bv = vmul(gl, b)
-        env[o0, n] = vget(ev, 0)
-        env[o1, n] = vget(ev, 1)
-        env[o2, n] = vget(ev, 2)
-        env[o3, n] = vget(ev, 3)
-        bm[o0, n] = vget(bv, 0)
-        bm[o1, n] = vget(bv, 1)
-        bm[o2, n] = vget(bv, 2)
-        bm[o3, n] = vget(bv, 3)
+        _store_lanes(env, o0, o1, o2, o3, n, ev)
+        _store_lanes(bm, o0, o1, o2, o3, n, bv)
     for j in range(LANES):
         ms[j] = vget(total, j) / n_samples
 
