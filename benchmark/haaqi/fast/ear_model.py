@@ -268,7 +268,7 @@ class LagSearch:
         self.nblocks = -(-n // self.block)
         nf = nfft // 2 + 1
         self.spec = np.empty((self.nblocks, nf), dtype=np.complex64)
-        self._ref = np.zeros(n)
+        self._ref = None           # the loaded reference (a view; see load)
         self._ref_norm = 0.0
         # lag of h[j] (the first is skipped when lags == n: the reference implementation has no lag -n)
         self._first_lag = -self.lags + (1 if self.lags == n else 0)
@@ -280,14 +280,19 @@ class LagSearch:
             self._sum = np.empty(nf, dtype=np.complex64)
 
     def load(self, reference: np.ndarray) -> "LagSearch":
-        """Make ``reference`` (shape (n,), float64) the signal searched against (it is copied)."""
+        """Make ``reference`` (shape (n,), float64) the signal searched against.
+
+        It is kept by reference for the exact recomputation, not copied: leave it unchanged until the
+        searches against it are done (:func:`run` loads a band's reference row and rewrites it only in a
+        later pass).
+        """
         blocks, block = self._blocks, self.block
         for b in range(self.nblocks):
             chunk = reference[b * block:(b + 1) * block]
             blocks[b, :chunk.size] = chunk
             blocks[b, chunk.size:] = 0.0
         np.conjugate(sfft.rfft(blocks, axis=1), out=self.spec)
-        self._ref[:] = reference
+        self._ref = reference
         self._ref_norm = math.sqrt(np.einsum("i,i->", reference, reference))   # no BLAS: no thread-dependent sums
         return self
 
