@@ -31,6 +31,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmark.perf import save_json  # noqa: E402
+
 RATE_HZ = 44100
 LEVELS_DB_HL = np.array([20.0, 20.0, 25.0, 35.0, 45.0, 50.0])   # pyclarity's "moderate" at 6 freqs
 SPL_DB = 65.0
@@ -222,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         for impl, r in results["memory"].items():
             print(f"peak RSS, {args.memory_length:g}-s call, {impl:<9}: ru_maxrss {r['peak_mib']:.0f} MiB, "
                   f"VmHWM {r['vmhwm_mib']:.0f} MiB (before the call {r['before_call_mib']:.0f} MiB)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save_json(results, args.json)
 
 
 if __name__ == "__main__":

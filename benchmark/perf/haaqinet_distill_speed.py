@@ -28,10 +28,11 @@ limited to ``--threads`` threads.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
+
+from benchmark.perf import save_json
 
 
 def alternate(fns: dict, repeats: int, warmup: int = 3) -> dict:
@@ -126,9 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                     "batched_fast_clip_s", "batched_best_clip_s",
                                                     "end_to_end_clip_s")}}
     _print(res)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+    save_json(res, args.json)
     return res
 
 

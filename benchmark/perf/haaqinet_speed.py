@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from benchmark.perf import save_json
+
 _LOAD = """
 import time, json
 t0 = time.perf_counter()
@@ -116,9 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         score(ref[: hs.RATE_HZ // 2], proc[: hs.RATE_HZ // 2], backend="pyclarity", **kw)
         res["pyclarity_haaqi_clip_s"] = _median(lambda: score(ref, proc, backend="pyclarity", **kw), 1)
     _print(res)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+    save_json(res, args.json)
     return res
 
 
