@@ -53,6 +53,11 @@ def _placements(n_chains, rng, trials=6):
             yield target, tuple(lanes)
 
 
+def _lane_parameters(chains, lanes):
+    """Input rows, bandwidths and centre frequencies of the chains (row, bw, cf) placed in ``lanes``."""
+    return tuple(np.array([chains[c][field] for c in lanes]) for field in range(3))
+
+
 def test_gammatone_envelope_lanes_same_bits_in_any_lane():
     rng = _rng(1)
     n = 5000
@@ -61,9 +66,7 @@ def test_gammatone_envelope_lanes_same_bits_in_any_lane():
     chains = [(0, 1.3, 250.0), (1, 2.0, 80.0), (2, 1.1, 7900.0), (0, 3.0, 1000.0), (1, 1.0, 250.0)]
     results = []
     for target, lanes in _placements(len(chains), rng):
-        rows = np.array([chains[c][0] for c in lanes])
-        bw = np.array([chains[c][1] for c in lanes])
-        cf = np.array([chains[c][2] for c in lanes])
+        rows, bw, cf = _lane_parameters(chains, lanes)
         out_rows = np.arange(LANES)
         env = np.full((LANES, n), np.nan)
         peak = np.full((LANES, -(-n // filters.GAIN_BLOCK)), np.nan)
@@ -89,9 +92,7 @@ def test_gammatone_compressed_lanes_same_bits_in_any_lane():
     chains = [(0, 1.3, 250.0), (1, 2.0, 80.0), (2, 1.1, 7900.0), (0, 3.0, 1000.0), (1, 1.0, 250.0)]
     results = []
     for target, lanes in _placements(len(chains), rng):
-        rows = np.array([chains[c][0] for c in lanes])
-        bw = np.array([chains[c][1] for c in lanes])
-        cf = np.array([chains[c][2] for c in lanes])
+        rows, bw, cf = _lane_parameters(chains, lanes)
         # each chain has its own gain row; duplicate lanes share one output row
         out_rows = np.array(lanes)
         env, bm = np.full((5, n), np.nan), np.full((5, n), np.nan)
