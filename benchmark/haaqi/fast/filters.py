@@ -72,6 +72,13 @@ def _column(m, i):
 
 
 @njit(cache=True, inline="always")
+def _lane_vectors(co):
+    """The columns of :func:`_lane_coefficients` as lane vectors: a1..a5, gain, cos and sin of the step."""
+    return (_column(co, 0), _column(co, 1), _column(co, 2), _column(co, 3), _column(co, 4),
+            _column(co, 5), _column(co, 6), _column(co, 7))
+
+
+@njit(cache=True, inline="always")
 def _gammatone_step(x, z0, z1, z2, z3, a1, a2, a3, a4, a5):
     """One sample of the 4th-order gammatone recursion on one (real or imaginary) demodulated part.
 
@@ -107,9 +114,7 @@ def gammatone_envelope_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, env,
             maximum in each block of GAIN_BLOCK samples (for :func:`compression_gain`).
         ms: float array of 4, the mean square of each lane's envelope.
     """
-    co = _lane_coefficients(bandwidth, centre_hz, sample_rate_hz)
-    a1, a2, a3, a4, a5 = _column(co, 0), _column(co, 1), _column(co, 2), _column(co, 3), _column(co, 4)
-    g, cs, sn = _column(co, 5), _column(co, 6), _column(co, 7)
+    a1, a2, a3, a4, a5, g, cs, sn = _lane_vectors(_lane_coefficients(bandwidth, centre_hz, sample_rate_hz))
     r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
     o0, o1, o2, o3 = out_rows[0], out_rows[1], out_rows[2], out_rows[3]
     n_samples = x.shape[1]
@@ -207,9 +212,7 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
         env, bm: (n_rows, n) outputs, compressed envelope and BM motion.
         ms: float array of 4, mean square of each lane's uncompressed envelope.
     """
-    co = _lane_coefficients(bandwidth, centre_hz, sample_rate_hz)
-    a1, a2, a3, a4, a5 = _column(co, 0), _column(co, 1), _column(co, 2), _column(co, 3), _column(co, 4)
-    g0, cs, sn = _column(co, 5), _column(co, 6), _column(co, 7)
+    a1, a2, a3, a4, a5, g0, cs, sn = _lane_vectors(_lane_coefficients(bandwidth, centre_hz, sample_rate_hz))
     b0, b1, la1 = vsplat(lowpass[0]), vsplat(lowpass[1]), vsplat(-lowpass[2])
     r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
     o0, o1, o2, o3 = out_rows[0], out_rows[1], out_rows[2], out_rows[3]
