@@ -96,6 +96,9 @@ def train(
     max_seconds: Optional[float] = typer.Option(None, help="Time limit for the epochs."),
     crop_s_min: Optional[float] = typer.Option(None, help="Train on random excerpts of at least this many seconds."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    warmup_steps: int = typer.Option(300, help="Steps of linear learning-rate warm-up."),
+    ema: float = typer.Option(0.0, help="Validate and keep an exponential moving average of the weights "
+                              "with this decay per step (e.g. 0.995; 0: off)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
     seed: int = typer.Option(0),
@@ -107,7 +110,7 @@ def train(
     try:
         cfg = TrainConfig(frontend=frontend, frontend_args=_kv(frontend_arg), model_args=_kv(model_arg),
                           epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds,
-                          crop_s_min=crop_s_min, weight_decay=weight_decay,
+                          crop_s_min=crop_s_min, weight_decay=weight_decay, warmup_steps=warmup_steps, ema=ema,
                           device=device, workers=workers, seed=seed)
         _, metrics = run_training(data, out, cfg, log=_echo)
     except BenchError as exc:

@@ -234,7 +234,7 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
     import torch
 
     from haaqinet.evaluate import agreement
-    from haaqinet.train import EarlyStopping, TrainConfig, _lr_lambda, predict_features
+    from haaqinet.train import EarlyStopping, TrainConfig, _lr_lambda, predict_features, weight_average
 
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -249,10 +249,7 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
         projection = torch.nn.Linear(student.frontend.dim, teacher_dim).to(device)
         params += list(projection.parameters())
     capture = _Capture(student.adapter)
-    ema = None
-    if cfg.ema:  # an exponential moving average of the weights is validated and kept (smooths the epochs)
-        ema = torch.optim.swa_utils.AveragedModel(
-            student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    ema = weight_average(student, cfg.ema)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = {"total_steps": cfg.epochs * steps_per_epoch}

@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1
     high_weight: float = 0.0
+    ema: float = 0.0            # > 0: validate and keep an exponential moving average of the weights
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,6 +151,19 @@ class EarlyStopping:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
 
+def weight_average(model, decay: float):
+    """An exponential moving average of ``model``'s weights (``update_parameters`` after each step), or
+    None when ``decay`` is 0. Validating and keeping the average smooths the epochs."""
+    import torch
+
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise BenchError(f"the weight-average decay must be in (0, 1), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _lr_lambda(cfg: TrainConfig, plan: dict):
     """Linear warm-up, then cosine decay to 2 % over ``plan["total_steps"]`` (which may be revised)."""
     def f(step):
@@ -182,6 +196,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
     plan = {"total_steps": cfg.epochs * steps_per_epoch}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, plan))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    ema = weight_average(model, cfg.ema)
     stopper, history = EarlyStopping(cfg.patience, cfg.max_seconds, log), []
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -206,11 +221,14 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += float(loss.detach()) * len(idx)
+        judged = model if ema is None else ema.module
         if use_features:
-            pred = predict_features(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+            pred = predict_features(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
         else:
-            pred = predict_arrays(model, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+            pred = predict_arrays(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
         val = agreement(val_arrays[3], pred)
         elapsed = time.perf_counter() - t0
         if epoch == 0 and cfg.max_seconds is not None:  # fit the cosine decay into the time limit
@@ -220,7 +238,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
         history.append({"epoch": epoch + 1, "train_loss": total / n, "val": val, "seconds": round(elapsed, 1)})
         log(f"epoch {epoch + 1}: train loss {total / n:.5f}, val MSE {val['mse']:.5f} LCC {val['lcc']:.4f} "
             f"SRCC {val['srcc']:.4f} ({elapsed:.0f} s)")
-        if stopper.update(val["mse"], model, epoch, elapsed):
+        if stopper.update(val["mse"], judged, epoch, elapsed):
             break
     stopper.restore(model)
     return {"epochs": history, "best_val_mse": stopper.best, "train_seconds": round(time.perf_counter() - t0, 1)}

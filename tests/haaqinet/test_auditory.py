@@ -120,3 +120,33 @@ def test_fit_on_features_and_round_trip(tmp_path):
 
 REGRESSION = {"features_mean": -0.371549, "level_frame5_sum": -10.52861, "last_mean": -0.0087603,
               "clip": 0.5154333}
+
+
+def test_fit_keeps_the_weight_average_when_asked():
+    """With ``ema`` the model ends with the averaged weights of its best epoch, not the raw ones."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 16000)).astype(np.float32) * 0.1
+    a = rng.uniform(0, 80, (8, 8)).astype(np.float32)
+    s = rng.uniform(45, 85, 8).astype(np.float32)
+    y = rng.uniform(0, 1, 8).astype(np.float32)
+    finals = {}
+    for decay in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = _tiny()
+        feats = precompute_features(model, x, a, s)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        fit(model.train(), (feats, a, s, y), (feats, a, s, y),
+            TrainConfig(frontend="auditory", epochs=3, batch_size=4, warmup_steps=1, ema=decay, patience=10),
+            log=lambda m: None)
+        finals[decay] = model.state_dict()
+        assert any(not torch.equal(start[k], v) for k, v in finals[decay].items())
+    assert any(not torch.equal(finals[0.0][k], finals[0.5][k]) for k in finals[0.0])
+
+
+def test_weight_average_rejects_a_bad_decay():
+    from benchmark.errors import BenchError
+    from haaqinet.train import weight_average
+
+    assert weight_average(_tiny(), 0.0) is None
+    with pytest.raises(BenchError, match="decay"):
+        weight_average(_tiny(), 1.5)
