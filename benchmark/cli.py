@@ -159,7 +159,7 @@ def _command_line() -> str | None:
 
 
 def _report(summary) -> None:
-    from benchmark import leaderboard, plots
+    from benchmark import leaderboard
 
     console = _console()
     table = summary.table
@@ -172,9 +172,7 @@ def _report(summary) -> None:
         console.print(f"  ... and {len(summary.errors) - 5} more (see the error column)")
     if table is None or not (table["status"] == "ok").any():
         raise typer.Exit(1)
-    board = summary.run_dir / "leaderboard.md"
-    board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {summary.run_dir.name}"))
-    paths = plots.plot_all(table, summary.run_dir / "plots")
+    board, paths = _write_run_outputs(table, summary.run_dir)
     conditions = leaderboard.with_conditions(table)
     labels = leaderboard.condition_order(conditions)
     for label in labels:
@@ -183,6 +181,60 @@ def _report(summary) -> None:
         for i, r in leaderboard.ranking(conditions[conditions["condition"] == label]).iterrows():
             console.print(f"  {i + 1}. {r['processor']:<28} HAAQI {r['mean']:.3f} "
                           f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n={r['n']}")
+    console.print(f"leaderboard: {board}\nplots: {', '.join(str(p) for p in paths)}")
+
+
+def _write_run_outputs(table, run_dir: Path):
+    """A run's leaderboard.md and plots/ from its table; returns (leaderboard path, plot paths)."""
+    from benchmark import leaderboard, plots
+
+    board = run_dir / "leaderboard.md"
+    board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {run_dir.name}"))
+    return board, plots.plot_all(table, run_dir / "plots")
+
+
+@app.command()
+def rescore(
+    run_id: str = typer.Argument(..., help="Run folder name under --results."),
+    haaqinet_checkpoint: str = typer.Option("default", help="HAAQI-Net checkpoint: a path, or default "
+                                            "(the shipped teacher) or student."),
+    results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
+    workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
+) -> None:
+    """Re-predict a finished run with another HAAQI-Net checkpoint, keeping its HAAQI scores.
+
+    The processed audio is regenerated (the processors are deterministic) and checked against the run;
+    the journal is rewritten only when every trial is done (the old one is kept), then the run's table,
+    leaderboard and plots. Interrupted, it resumes.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from benchmark.executors import make_executor
+    from benchmark.rescore import rescore_haaqinet
+    from benchmark.store import load_table
+
+    console = _console()
+    run_dir = results / run_id
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("trials", total=None)
+
+            def on_start(n_todo, n_done):
+                if n_done:
+                    console.print(f"resuming: {n_done} trials already re-scored, {n_todo} to go")
+                progress.update(task, total=n_todo)
+
+            summary = rescore_haaqinet(run_dir, _checkpoint_spec(haaqinet_checkpoint),
+                                       executor=make_executor("local", workers=workers), on_start=on_start,
+                                       on_rows=lambda rows: progress.advance(task, len(rows)))
+        board, paths = _write_run_outputs(load_table(run_dir), run_dir)
+    except BenchError as exc:
+        _fail(exc)
+    console.print(f"{summary['n_rescored']} trials re-scored with {summary['checkpoint']}, "
+                  f"{summary['n_failed']} without a prediction, {summary['n_unchanged']} failed rows unchanged; "
+                  f"previous journal kept as {run_dir / summary['backup']}")
     console.print(f"leaderboard: {board}\nplots: {', '.join(str(p) for p in paths)}")
 
 

@@ -78,7 +78,7 @@ class RunStore:
     def append(self, rows: list[dict]) -> None:
         """Append rows to the journal and flush them to disk."""
         if self._journal is None:
-            _drop_torn_tail(self.root / JOURNAL)
+            drop_torn_tail(self.root / JOURNAL)
             self._journal = open(self.root / JOURNAL, "a", encoding="utf-8")
         # one write per job's rows: one system call, and a crash tears at most the tail
         self._journal.write("".join(json.dumps(row, default=_json_default) + "\n" for row in rows))
@@ -152,7 +152,7 @@ def load_table(run_dir: str | Path) -> pd.DataFrame:
     raise BenchError(f"{root} has no results ({TABLE} or {JOURNAL})")
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     """Cut a journal back to its last complete line (a kill can leave half a row)."""
     if not path.exists() or path.stat().st_size == 0:
         return

@@ -204,6 +204,31 @@ class SweepConfig:
                 out.pop(key)
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        """The config that :meth:`as_dict` wrote (a run's ``run.json``); its hash is the run's.
+
+        Raises:
+            BenchError: the dict is not a sweep configuration.
+        """
+        from benchmark.audiogram import Audiogram
+
+        def audiogram(a: dict) -> Audiogram:
+            return Audiogram(tuple(a["levels_db_hl"]), tuple(a["frequencies_hz"]), a["name"])
+
+        try:
+            fields = dict(d)
+            fields["processors"] = tuple(ProcessorSpec(p["name"], tuple(tuple(kv) for kv in p["params"]))
+                                         for p in d["processors"])
+            fields["listeners"] = tuple(Listener(ls["name"], audiogram(ls["left"]), audiogram(ls["right"]))
+                                        for ls in d["listeners"])
+            for key in ("spls_db", "ears", "scenarios", "noises", "snrs_db"):
+                if key in fields:
+                    fields[key] = tuple(fields[key])
+            return cls(**fields)
+        except (KeyError, TypeError) as exc:
+            raise BenchError(f"not a sweep configuration ({type(exc).__name__}: {exc})") from None
+
     @property
     def config_hash(self) -> str:
         return stable_hash(self.as_dict(), 12)

@@ -36,7 +36,8 @@ SCORE_COLUMNS = ("haaqi", "haaqi_nonlinear", "haaqi_linear", "cep_high", "bm_syn
 class JobInput:
     """Everything a worker needs for one job; picklable.
 
-    ``processors[i]`` is the spec of ``job.processor_ids[i]``.
+    ``processors[i]`` is the spec of ``job.processor_ids[i]``. With ``score_haaqi`` False the job
+    processes and predicts with HAAQI-Net only (rows without HAAQI scores; ``bench rescore``).
     """
 
     job: Job
@@ -46,6 +47,7 @@ class JobInput:
     reference: str
     haaqi_backend: str
     haaqinet_checkpoint: str | None = None
+    score_haaqi: bool = True
 
 
 @lru_cache(maxsize=2)
@@ -267,6 +269,8 @@ def run_job(inp: JobInput) -> list[dict]:
     predictions = _haaqinet(inp, ok_outputs, rate, calibration)
     haaqinet_s = (time.perf_counter() - t0) / max(1, len(predictions))
 
+    if not inp.score_haaqi:
+        return _prediction_rows(inp, processed, predictions, haaqinet_s, calibration, started)
     rows = {}
     for ch, ear in enumerate(job.ears):
         t0 = time.perf_counter()
@@ -302,6 +306,25 @@ def run_job(inp: JobInput) -> list[dict]:
     for row in rows.values():
         row["worker_peak_rss_mib"] = peak
     return [rows[(pid, ear)] for pid in job.processor_ids for ear in job.ears]
+
+
+def _prediction_rows(inp: JobInput, processed: dict, predictions: dict, haaqinet_s: float,
+                     calibration: Calibration, started: float) -> list[dict]:
+    """Rows of a job run without HAAQI: the output level and the HAAQI-Net prediction of each trial."""
+    rows = []
+    for pid in inp.job.processor_ids:
+        for ch, ear in enumerate(inp.job.ears):
+            row = _row(inp, pid, ear)
+            if isinstance(processed[pid], Exception):
+                rows.append(_fail(row, "process", processed[pid], started))
+                continue
+            out, process_s = processed[pid]
+            row.update(status="ok", error_stage="", error="", level1_db_spl=calibration.level1_db_spl,
+                       output_db_spl=calibration.db_spl(out[ch]), process_s=process_s,
+                       seconds=time.perf_counter() - started, finished_at=_now())
+            _add_prediction(row, predictions.get((pid, ear)), haaqinet_s)
+            rows.append(row)
+    return rows
 
 
 def _peak_rss_mib() -> float:

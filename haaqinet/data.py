@@ -650,7 +650,7 @@ def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = Non
     Returns:
         a summary dict (items done, ok, errors, seconds, histogram).
     """
-    from benchmark.store import _drop_torn_tail
+    from benchmark.store import drop_torn_tail
 
     folder = Path(folder)
     recipe = read_recipe(folder)
@@ -663,7 +663,7 @@ def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = Non
     todo = [g for g in range(recipe["n_groups"]) if g not in skip][::-1 if reverse else 1]
     total = recipe["n_groups"] * recipe["conditions_per_group"]
     n_done = total - len(todo) * recipe["conditions_per_group"]
-    _drop_torn_tail(folder / LABELS)
+    drop_torn_tail(folder / LABELS)
     with open(folder / LABELS, "a", encoding="utf-8") as journal:
         def write(rows):
             nonlocal n_done
