@@ -6,6 +6,7 @@ commands, so ``bench --help`` stays instant and never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -127,10 +128,13 @@ def _checkpoint_spec(value: str | None) -> str:
     return value if value in CHECKPOINT_NAMES else str(Path(value).resolve())
 
 
-def _run_with_progress(config, results, run_id, executor, retry_errors):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+@contextlib.contextmanager
+def _trial_progress(resumed: str):
+    """A trials progress bar; yields (on_start, on_rows) callbacks for the runner and the rescore.
 
-    from benchmark import runner
+    ``resumed`` formats the resume message with ``{done}`` and ``{todo}``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = _console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -138,14 +142,21 @@ def _run_with_progress(config, results, run_id, executor, retry_errors):
                   console=console, transient=False) as progress:
         task = progress.add_task("trials", total=None)
 
-        def on_start(n_todo, n_skipped):
-            if n_skipped:
-                console.print(f"resuming: {n_skipped} trials already done, {n_todo} to run")
+        def on_start(n_todo, n_done):
+            if n_done:
+                console.print(resumed.format(done=n_done, todo=n_todo))
             progress.update(task, total=n_todo)
 
         def on_rows(rows):
             progress.advance(task, len(rows))
 
+        yield on_start, on_rows
+
+
+def _run_with_progress(config, results, run_id, executor, retry_errors):
+    from benchmark import runner
+
+    with _trial_progress("resuming: {done} trials already done, {todo} to run") as (on_start, on_rows):
         return runner.run_sweep(config, results_dir=results, run_id=run_id, executor=executor,
                                 retry_errors=retry_errors, on_start=on_start, on_rows=on_rows,
                                 command=_command_line())
@@ -207,8 +218,6 @@ def rescore(
     the journal is rewritten only when every trial is done (the old one is kept), then the run's table,
     leaderboard and plots. Interrupted, it resumes.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from benchmark.executors import make_executor
     from benchmark.rescore import rescore_haaqinet
     from benchmark.store import load_table
@@ -216,19 +225,10 @@ def rescore(
     console = _console()
     run_dir = results / run_id
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                      console=console, transient=False) as progress:
-            task = progress.add_task("trials", total=None)
-
-            def on_start(n_todo, n_done):
-                if n_done:
-                    console.print(f"resuming: {n_done} trials already re-scored, {n_todo} to go")
-                progress.update(task, total=n_todo)
-
+        with _trial_progress("resuming: {done} trials already re-scored, {todo} to go") as (on_start, on_rows):
             summary = rescore_haaqinet(run_dir, _checkpoint_spec(haaqinet_checkpoint),
                                        executor=make_executor("local", workers=workers), on_start=on_start,
-                                       on_rows=lambda rows: progress.advance(task, len(rows)))
+                                       on_rows=on_rows)
         board, paths = _write_run_outputs(load_table(run_dir), run_dir)
     except BenchError as exc:
         _fail(exc)
