@@ -56,6 +56,8 @@ def make_data(
     max_seconds: Optional[float] = typer.Option(None, help="Stop after this long (resume later)."),
     cache_inputs: bool = typer.Option(False, help="Also write the 16-kHz model inputs."),
     reverse: bool = typer.Option(False, help="Label from the last group down (to share work between machines)."),
+    denoiser_share: float = typer.Option(0.0, help="Share of conditions (new recipes) whose aid is a speech-denoiser "
+                                         "chain (spectral-gating, mmse-stsa or deepfilternet, then NAL-R)."),
     haaqi_backend: Optional[str] = typer.Option(None, help="HAAQI implementation for this run "
                                                 "[default: the recipe's; new recipes: fast]."),
 ) -> None:
@@ -66,7 +68,7 @@ def make_data(
         if not 4.0 <= item_s <= 10.0:
             raise BenchError(f"--item-s {item_s} is outside 4-10 s")
         recipe = data.prepare(out, n_items=items, n_pieces=pieces, seed=seed, n_listeners=listeners,
-                              conditions_per_group=conditions_per_group, item_s=item_s,
+                              conditions_per_group=conditions_per_group, item_s=item_s, denoiser_share=denoiser_share,
                               haaqi_backend=haaqi_backend or "fast", source_s=item_s + 2.0, workers=workers,
                               progress=lambda i, n, s: _echo(f"rendered source {i}/{n}: {s}"))
         _echo(f"{out}: {len(recipe['sources'])} sources, {recipe['n_groups']} groups of "

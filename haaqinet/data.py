@@ -66,8 +66,11 @@ SCORE_KEYS = ("haaqi", "nonlinear", "linear", "cep_high", "bm_sync5", "d_loud", 
 def new_recipe(*, n_items: int, sources: list[dict], seed: int = 0, item_s: float = 4.0,
                conditions_per_group: int = 4, n_listeners: int = 500,
                split_fractions: dict | None = None, held_out_kinds=DEFAULT_HELD_OUT,
-               spl_range_db=(45, 85), haaqi_backend: str = "fast") -> dict:
-    """A recipe document (JSON-ready). ``sources`` are rows of :func:`render_sources`."""
+               spl_range_db=(45, 85), haaqi_backend: str = "fast", denoiser_share: float = 0.0) -> dict:
+    """A recipe document (JSON-ready). ``sources`` are rows of :func:`render_sources`.
+
+    ``denoiser_share``: the share of conditions whose aid is a speech-denoiser chain (:func:`with_denoiser`).
+    """
     from haaqinet.degrade import KINDS
 
     for kind in held_out_kinds:
@@ -81,7 +84,9 @@ def new_recipe(*, n_items: int, sources: list[dict], seed: int = 0, item_s: floa
     n_groups = max(1, math.ceil(n_items / conditions_per_group))
     splits = assign_splits(len(sources), seed, 11, PIECE_FRACTIONS)
     sources = [{**src, "split": split} for src, split in zip(sources, splits)]
+    extra = {"denoiser_aids": denoiser_spec(denoiser_share)} if denoiser_share else {}
     return {
+        **extra,
         "data_version": DATA_VERSION, "seed": int(seed), "rate_hz": RATE_HZ, "model_rate_hz": MODEL_RATE_HZ,
         "item_s": float(item_s), "n_groups": n_groups, "conditions_per_group": int(conditions_per_group),
         "split_fractions": fractions, "held_out_kinds": list(held_out_kinds),
@@ -198,6 +203,29 @@ def sample_condition(rng: np.random.Generator, *, held_out=DEFAULT_HELD_OUT, uns
     return {"aid": aid, "pre": [sample_step(k, rng) for k in kinds], "post": post}
 
 
+#: Speech-denoiser chains that may replace a condition's aid (recipe key ``denoiser_aids``), equal weights.
+DENOISER_AIDS = ("spectral-gating>nalr", "mmse-stsa>nalr", "deepfilternet>nalr")
+
+
+def denoiser_spec(share: float, from_group: int = 0) -> dict:
+    """The recipe entry that gives a ``share`` of the conditions of groups ``from_group``.. a denoiser aid."""
+    if not 0.0 <= share <= 1.0:
+        raise BenchError(f"the denoiser share must be in 0..1, got {share}")
+    return {"from_group": int(from_group), "share": float(share), "aids": {a: 1.0 for a in DENOISER_AIDS}}
+
+
+def with_denoiser(cond: dict, rng: np.random.Generator, spec: dict) -> dict:
+    """``cond`` with its aid replaced by a speech-denoiser chain, with probability ``spec["share"]``.
+
+    The music then goes through a denoiser before NAL-R, as in ``bench run``'s ``*>nalr`` chains; the
+    degradations before and after stay. The draw uses its own ``rng``, so the rest of the condition is what
+    it would be without denoisers.
+    """
+    if rng.random() >= spec["share"]:
+        return cond
+    return {**cond, "aid": _weighted(rng, spec["aids"])}
+
+
 def condition_name(cond: dict) -> str:
     """Short label, e.g. ``nalr(noise-white+lowpass)>hardclip``; ``nalr`` alone is clean aided music."""
     pre = "+".join(s["kind"] for s in cond["pre"])
@@ -224,10 +252,13 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
     spl_db = float(rng.integers(lo, hi + 1))
     seed_haaqi = int(rng.integers(0, 2**31 - 1))
     audiogram = Audiogram(levels, STANDARD_FREQUENCIES_HZ, aud_name)
+    denoisers = recipe.get("denoiser_aids")
     rows = []
     for k in range(recipe["conditions_per_group"]):
         cond = sample_condition(np.random.default_rng([seed, group, k, 23]), held_out=recipe["held_out_kinds"],
                                 unseen=split == "unseen-conditions")
+        if denoisers and group >= denoisers["from_group"]:
+            cond = with_denoiser(cond, np.random.default_rng([seed, group, k, 31]), denoisers)
         rows.append({
             "item_id": f"{group:06d}-{k}", "group": group, "split": split, "source_id": src["source_id"],
             "piece": src["piece"], "offset_s": offset_s, "audiogram": aud_name,

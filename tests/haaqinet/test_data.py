@@ -121,3 +121,33 @@ def test_render_sources_in_parallel_gives_the_serial_sources(tmp_path):
     assert [(r["source_id"], r["crc32"]) for r in parallel] == [(r["source_id"], r["crc32"]) for r in serial]
     for r in serial:
         assert (tmp_path / "parallel" / "sources" / f"{r['source_id']}.npy").is_file()
+
+
+def test_denoiser_aids_change_only_the_aid_of_the_groups_they_cover(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=400)
+    with_d = {**recipe, "denoiser_aids": data.denoiser_spec(0.5, from_group=50)}
+    pool = data.pools(recipe)
+    before = [r for g in range(100) for r in data.group_items(recipe, g, pool)]
+    after = [r for g in range(100) for r in data.group_items(with_d, g, pool)]
+    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    assert all(b["group"] >= 50 for b, _ in changed)
+    assert {a["aid"] for _, a in changed} <= set(data.DENOISER_AIDS)
+    assert 0.3 < len(changed) / 200 < 0.7
+    for b, a in changed:  # same excerpt, ear, level, degradations and seeds: only the aid differs
+        assert {k: v for k, v in a.items() if k not in ("aid", "steps", "condition")} == \
+               {k: v for k, v in b.items() if k not in ("aid", "steps", "condition")}
+        assert a["steps"] == {**b["steps"], "aid": a["aid"]}
+    assert data.new_recipe(n_items=4, sources=recipe["sources"], denoiser_share=0.25)["denoiser_aids"]["share"] == 0.25
+    assert "denoiser_aids" not in recipe
+    with pytest.raises(BenchError, match="denoiser share"):
+        data.denoiser_spec(1.5)
+
+
+def test_a_denoiser_item_is_synthesised_and_labelled(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=4, denoiser_share=1.0)
+    data.write_recipe(folder, {**recipe, "denoiser_aids": {**recipe["denoiser_aids"],
+                                                           "aids": {"mmse-stsa>nalr": 1.0}}})
+    summary = data.make_data(folder, workers=1)
+    df = data.load_labels(folder)
+    assert summary["ok"] == 4 and set(df["aid"]) == {"mmse-stsa>nalr"}
+    assert df["haaqi"].between(0, 1).all()
