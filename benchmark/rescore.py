@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from benchmark.errors import BenchError
-from benchmark.store import JOURNAL, RUN_JSON, RunStore, drop_torn_tail
+from benchmark.store import JOURNAL, RUN_JSON, RunStore, append_jsonl, atomic_write_text, drop_torn_tail, read_jsonl
 
 #: Largest difference between a regenerated output's level and the run's record, in dB.
 LEVEL_TOLERANCE_DB = 1e-6
@@ -52,11 +52,9 @@ def rescore_haaqinet(run_dir: Path, checkpoint: str, *, executor=None, workers: 
         prediction, ok trials left without one (with the reason in ``haaqinet_error``), rows left as they
         were (failed trials), and the name of the kept journal.
     """
-    from benchmark.corpus import load_corpus
     from benchmark.executors import make_executor
-    from benchmark.runner import _checkpoint_provenance, _unfinished, select_clips
-    from benchmark.sweep import SweepConfig, plan_jobs
-    from benchmark.trial import JobInput
+    from benchmark.runner import _checkpoint_provenance, _unfinished, job_inputs, plan_sweep
+    from benchmark.sweep import SweepConfig
 
     store = RunStore(Path(run_dir))
     meta = store.meta()
@@ -66,40 +64,30 @@ def rescore_haaqinet(run_dir: Path, checkpoint: str, *, executor=None, workers: 
                          f"run's {meta.get('config_hash')}; it cannot be rebuilt faithfully")
     checkpoint_id = _checkpoint_provenance(checkpoint)
     journal = store.read_journal()
-    ok_keys = {r["trial_key"] for r in _last_rows(journal).values() if r.get("status") == "ok"}
+    last = {r["trial_key"]: r for r in journal}  # the row the table keeps
+    ok_keys = {k for k, r in last.items() if r.get("status") == "ok"}
     if not ok_keys:
         raise BenchError(f"{store.root} has no successful trials to re-score")
-    corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
+    corpus, clips, plan = plan_sweep(config)
     recorded = meta.get("corpus", {}).get("manifest_hash")
     if recorded and corpus.manifest_hash != recorded:
         raise BenchError(f"corpus {config.corpus!r} has changed since the run (manifest {corpus.manifest_hash}, "
                          f"the run's {recorded}); its audio cannot be regenerated")
-    clips = select_clips(list(corpus.clips), config.clip_ids)
-    clips = clips[: config.limit_clips] if config.limit_clips else clips
-    plan = plan_jobs(config, [c.clip_id for c in clips])
 
     side = store.root / f"rescore-{_safe(checkpoint_id)}.jsonl"
-    done = _read_side(side)
+    done = {r["trial_key"]: r for r in read_jsonl(side)}
     skip = (set(done) | ({k for job in plan.jobs for k in job.trial_keys()} - ok_keys))
     todo = _unfinished(plan.jobs, skip)
     if on_start:
         on_start(sum(len(j.trial_keys()) for j in todo), len(done))
-    clips_by_id = {c.clip_id: c for c in clips}
-    listeners = {ls.name: ls for ls in config.listeners}
-    spec_by_id = dict(zip(plan.processors, config.processors))
-    inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
-                       tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
-                       config.haaqi_backend, checkpoint, score_haaqi=False)
-              for job in todo)
+    inputs = job_inputs(config, plan, clips, todo, haaqinet_checkpoint=checkpoint, score_haaqi=False)
     executor = executor or make_executor("local", workers=workers)
     keep = ("trial_key", "status", "error", "output_db_spl", "haaqinet", "haaqinet_error", "haaqinet_s")
     drop_torn_tail(side)
     with open(side, "a", encoding="utf-8") as fh:
         for _, rows in executor.run(inputs):
             new = [{k: r.get(k) for k in keep} for r in rows if r["trial_key"] not in done]
-            fh.write("".join(json.dumps(r) + "\n" for r in new))
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_jsonl(fh, new)
             done.update((r["trial_key"], r) for r in new)
             if on_rows:
                 on_rows(rows)
@@ -133,18 +121,11 @@ def _merge(store: RunStore, meta: dict, journal: list[dict], done: dict, checkpo
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     backup = f"journal.before-rescore-{stamp}.jsonl"
     os.link(store.root / JOURNAL, store.root / backup)
-    tmp = store.root / (JOURNAL + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r) + "\n" for r in rows))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, store.root / JOURNAL)
+    atomic_write_text(store.root / JOURNAL, "".join(json.dumps(r) + "\n" for r in rows))
     history = meta.get("rescored", []) + [{"haaqinet_checkpoint": checkpoint_id, "at": stamp,
                                            "git_sha": git_sha(), "journal_before": backup}]
     meta = {**meta, "haaqinet_checkpoint": checkpoint_id, "rescored": history}
-    tmp_meta = store.root / (RUN_JSON + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    os.replace(tmp_meta, store.root / RUN_JSON)
+    atomic_write_text(store.root / RUN_JSON, json.dumps(meta, indent=2, sort_keys=True, default=str))
     store.write_table()
     side.unlink()
     return {"checkpoint": checkpoint_id, **counts, "backup": backup}
@@ -159,24 +140,6 @@ def _mismatch(row: dict, new: dict) -> str:
         return (f"rescore: the processed audio differs from the run's (output level {new_db} against "
                 f"{old_db} dB SPL); the processor changed since the run")
     return ""
-
-
-def _last_rows(journal: list[dict]) -> dict:
-    """The last row of each trial (the one the table keeps)."""
-    return {r["trial_key"]: r for r in journal}
-
-
-def _read_side(path: Path) -> dict:
-    """Rows of an interrupted rescore (a torn last line is ignored)."""
-    out = {}
-    if path.exists():
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break
-                row = json.loads(line)
-                out[row["trial_key"]] = row
-    return out
 
 
 def _safe(text: str) -> str:

@@ -78,17 +78,10 @@ def run_sweep(
         on_rows: called with the rows of each finished job.
         command: the command line that started the run, recorded in run.json.
     """
-    from benchmark.corpus import load_corpus
     from benchmark.executors import make_executor
 
     checkpoint_id = _checkpoint_provenance(config.haaqinet_checkpoint)  # fails before any work
-    corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
-    clips = select_clips(list(corpus.clips), config.clip_ids)
-    clips = clips[: config.limit_clips] if config.limit_clips else clips
-    plan = plan_jobs(config, [c.clip_id for c in clips])
-    clips_by_id = {c.clip_id: c for c in clips}
-    listeners = {ls.name: ls for ls in config.listeners}
-    spec_by_id = dict(zip(plan.processors, config.processors))
+    corpus, clips, plan = plan_sweep(config)
 
     store = RunStore(Path(results_dir) / (run_id or default_run_id(config)))
     meta = {
@@ -123,10 +116,7 @@ def run_sweep(
         "versions": ",".join(f"{k}={v}" for k, v in sorted(package_versions().items())),
     }
     provenance["haaqinet_checkpoint"] = checkpoint_id
-    inputs = (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
-                       tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
-                       config.haaqi_backend, config.haaqinet_checkpoint)
-              for job in todo)
+    inputs = job_inputs(config, plan, clips, todo, haaqinet_checkpoint=config.haaqinet_checkpoint)
     executor = executor or make_executor("local", workers=workers)
     started = time.perf_counter()
     try:
@@ -147,6 +137,28 @@ def run_sweep(
         store.close()
         summary.table = store.write_table()
     return summary
+
+
+def plan_sweep(config: SweepConfig):
+    """The corpus, the selected clips and the planned jobs of ``config``: (corpus, clips, plan)."""
+    from benchmark.corpus import load_corpus
+
+    corpus = load_corpus(config.corpus, excerpt_s=config.excerpt_s)
+    clips = select_clips(list(corpus.clips), config.clip_ids)
+    clips = clips[: config.limit_clips] if config.limit_clips else clips
+    return corpus, clips, plan_jobs(config, [c.clip_id for c in clips])
+
+
+def job_inputs(config: SweepConfig, plan, clips: list, jobs, *, haaqinet_checkpoint: str | None,
+               score_haaqi: bool = True):
+    """A lazy :class:`JobInput` for each of ``jobs`` (jobs of ``plan``, possibly restricted)."""
+    clips_by_id = {c.clip_id: c for c in clips}
+    listeners = {ls.name: ls for ls in config.listeners}
+    spec_by_id = dict(zip(plan.processors, config.processors))
+    return (JobInput(job, clips_by_id[job.clip_id], listeners[job.listener],
+                     tuple(spec_by_id[p] for p in job.processor_ids), config.reference,
+                     config.haaqi_backend, haaqinet_checkpoint, score_haaqi=score_haaqi)
+            for job in jobs)
 
 
 def select_clips(clips: list, clip_ids) -> list:

@@ -66,7 +66,7 @@ class RunStore:
                     f"(config {old.get('config_hash')} vs {run_meta['config_hash']}); "
                     f"choose another --run-id or --results folder")
             run_meta = {**run_meta, "started_at": old.get("started_at", run_meta.get("started_at"))}
-        _atomic_write_text(meta_path, json.dumps(run_meta, indent=2, sort_keys=True, default=str))
+        atomic_write_text(meta_path, json.dumps(run_meta, indent=2, sort_keys=True, default=str))
 
     def meta(self) -> dict:
         path = self.root / RUN_JSON
@@ -80,10 +80,7 @@ class RunStore:
         if self._journal is None:
             drop_torn_tail(self.root / JOURNAL)
             self._journal = open(self.root / JOURNAL, "a", encoding="utf-8")
-        # one write per job's rows: one system call, and a crash tears at most the tail
-        self._journal.write("".join(json.dumps(row, default=_json_default) + "\n" for row in rows))
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        append_jsonl(self._journal, rows)
 
     def close(self) -> None:
         if self._journal is not None:
@@ -92,19 +89,7 @@ class RunStore:
 
     def read_journal(self) -> list[dict]:
         """All complete rows in the journal (a torn last line is dropped)."""
-        path = self.root / JOURNAL
-        if not path.exists():
-            return []
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn write from a kill
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return rows
+        return read_jsonl(self.root / JOURNAL)
 
     def finished_keys(self, *, retry_errors: bool = False, rows: list[dict] | None = None) -> set[str]:
         """Trial keys already in the journal (only ok ones when ``retry_errors``).
@@ -152,6 +137,32 @@ def load_table(run_dir: str | Path) -> pd.DataFrame:
     raise BenchError(f"{root} has no results ({TABLE} or {JOURNAL})")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete rows of an append-only JSON-lines file ([] if it is missing; a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # torn write from a kill
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def append_jsonl(fh, rows: list[dict]) -> None:
+    """Append rows to an open JSON-lines file and flush them to disk.
+
+    One write per call: one system call, and a crash tears at most the tail.
+    """
+    fh.write("".join(json.dumps(row, default=_json_default) + "\n" for row in rows))
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def drop_torn_tail(path: Path) -> None:
     """Cut a journal back to its last complete line (a kill can leave half a row)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -167,9 +178,13 @@ def drop_torn_tail(path: Path) -> None:
         fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step (a temporary file, flushed to disk, then renamed)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -288,17 +288,13 @@ def run_job(inp: JobInput) -> list[dict]:
             elif isinstance(scores.get(pid), Exception):
                 rows[(pid, ear)] = _fail(row, "haaqi", scores[pid], started)
             else:
-                out, process_s = processed[pid]
                 values = scores[pid].as_dict()
                 row.update({
                     "haaqi": values["haaqi"], "haaqi_nonlinear": values["nonlinear"],
                     "haaqi_linear": values["linear"], "cep_high": values["cep_high"],
                     "bm_sync5": values["bm_sync5"], "d_loud": values["d_loud"],
-                    "d_norm": values["d_norm"], "status": "ok", "error_stage": "", "error": "",
-                    "level1_db_spl": calibration.level1_db_spl,
-                    "output_db_spl": calibration.db_spl(out[ch]),
-                    "process_s": process_s, "haaqi_s": haaqi_s,
-                    "seconds": time.perf_counter() - started, "finished_at": _now(),
+                    "d_norm": values["d_norm"],
+                    **_ok_fields(processed[pid], ch, calibration, started, haaqi_s=haaqi_s),
                 })
                 _add_prediction(row, predictions.get((pid, ear)), haaqinet_s)
                 rows[(pid, ear)] = row
@@ -306,6 +302,15 @@ def run_job(inp: JobInput) -> list[dict]:
     for row in rows.values():
         row["worker_peak_rss_mib"] = peak
     return [rows[(pid, ear)] for pid in job.processor_ids for ear in job.ears]
+
+
+def _ok_fields(output, ch: int, calibration: Calibration, started: float, haaqi_s: float | None = None) -> dict:
+    """The columns of a successful trial besides its scores, in table order; ``output`` is (signal, process_s)."""
+    out, process_s = output
+    timing = {"process_s": process_s} if haaqi_s is None else {"process_s": process_s, "haaqi_s": haaqi_s}
+    return {"status": "ok", "error_stage": "", "error": "", "level1_db_spl": calibration.level1_db_spl,
+            "output_db_spl": calibration.db_spl(out[ch]), **timing,
+            "seconds": time.perf_counter() - started, "finished_at": _now()}
 
 
 def _prediction_rows(inp: JobInput, processed: dict, predictions: dict, haaqinet_s: float,
@@ -318,10 +323,7 @@ def _prediction_rows(inp: JobInput, processed: dict, predictions: dict, haaqinet
             if isinstance(processed[pid], Exception):
                 rows.append(_fail(row, "process", processed[pid], started))
                 continue
-            out, process_s = processed[pid]
-            row.update(status="ok", error_stage="", error="", level1_db_spl=calibration.level1_db_spl,
-                       output_db_spl=calibration.db_spl(out[ch]), process_s=process_s,
-                       seconds=time.perf_counter() - started, finished_at=_now())
+            row.update(_ok_fields(processed[pid], ch, calibration, started))
             _add_prediction(row, predictions.get((pid, ear)), haaqinet_s)
             rows.append(row)
     return rows

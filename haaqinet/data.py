@@ -645,19 +645,9 @@ def save_input(folder: Path, item_id: str, x16: np.ndarray) -> None:
 
 def read_journal(folder: Path) -> list[dict]:
     """Complete rows of ``labels.jsonl`` (a torn last line is ignored)."""
-    path = Path(folder) / LABELS
-    rows = []
-    if not path.is_file():
-        return rows
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+    from benchmark.store import read_jsonl
+
+    return read_jsonl(Path(folder) / LABELS)
 
 
 def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = None, cache_inputs: bool = False,
