@@ -66,10 +66,12 @@ SCORE_KEYS = ("haaqi", "nonlinear", "linear", "cep_high", "bm_sync5", "d_loud", 
 def new_recipe(*, n_items: int, sources: list[dict], seed: int = 0, item_s: float = 4.0,
                conditions_per_group: int = 4, n_listeners: int = 500,
                split_fractions: dict | None = None, held_out_kinds=DEFAULT_HELD_OUT,
-               spl_range_db=(45, 85), haaqi_backend: str = "fast", denoiser_share: float = 0.0) -> dict:
+               spl_range_db=(45, 85), haaqi_backend: str = "fast", denoiser_share: float = 0.0,
+               level_copies: int = 0) -> dict:
     """A recipe document (JSON-ready). ``sources`` are rows of :func:`render_sources`.
 
     ``denoiser_share``: the share of conditions whose aid is a speech-denoiser chain (:func:`with_denoiser`).
+    ``level_copies``: copies of every training item at other levels (:func:`level_copy_rows`).
     """
     from haaqinet.degrade import KINDS
 
@@ -85,6 +87,8 @@ def new_recipe(*, n_items: int, sources: list[dict], seed: int = 0, item_s: floa
     splits = assign_splits(len(sources), seed, 11, PIECE_FRACTIONS)
     sources = [{**src, "split": split} for src, split in zip(sources, splits)]
     extra = {"denoiser_aids": denoiser_spec(denoiser_share)} if denoiser_share else {}
+    if level_copies:
+        extra["level_copies"] = level_copies_spec(level_copies)
     return {
         **extra,
         "data_version": DATA_VERSION, "seed": int(seed), "rate_hz": RATE_HZ, "model_rate_hz": MODEL_RATE_HZ,
@@ -226,6 +230,45 @@ def with_denoiser(cond: dict, rng: np.random.Generator, spec: dict) -> dict:
     return {**cond, "aid": _weighted(rng, spec["aids"])}
 
 
+def level_copies_spec(copies: int, from_group: int = 0, to_group: int | None = None,
+                      min_step_db: float = 10.0) -> dict:
+    """The recipe entry that relabels each training item of groups ``from_group``..``to_group - 1`` at
+    ``copies`` other presentation levels (recipe key ``level_copies``; see :func:`level_copy_rows`)."""
+    if copies < 0:
+        raise BenchError(f"level copies must be 0 or more, got {copies}")
+    if min_step_db < 0:
+        raise BenchError(f"the level step must be 0 dB or more, got {min_step_db}")
+    return {"copies": int(copies), "from_group": int(from_group),
+            "to_group": None if to_group is None else int(to_group), "min_step_db": float(min_step_db)}
+
+
+def level_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
+    """Copies of a training group's items at other presentation levels (recipe key ``level_copies``).
+
+    Copy ``c`` (1..copies) of every item is the same audio (same degradation draws, same HAAQI seed) judged
+    at one level drawn for the group with ``np.random.default_rng([seed, group, 37, c])``, uniformly from
+    the recipe's SPL range less the levels within ``min_step_db`` of the original. Its id is the item's
+    with ``L<c>`` appended. So the model sees the same music at two or more levels with HAAQI's labels for
+    each: a paired contrast that teaches how the level changes quality for that ear. Only the ``train``
+    split gets copies; the evaluation splits stay as drawn.
+    """
+    spec = recipe.get("level_copies")
+    if not spec or not rows or rows[0]["split"] != "train" or group < spec["from_group"]:
+        return []
+    if spec.get("to_group") is not None and group >= spec["to_group"]:
+        return []
+    lo, hi = recipe["spl_range_db"]
+    base = rows[0]["spl_db"]
+    out = []
+    for c in range(1, spec["copies"] + 1):
+        choices = [v for v in range(int(lo), int(hi) + 1) if abs(v - base) >= spec["min_step_db"]]
+        if not choices:
+            break
+        spl = float(choices[int(np.random.default_rng([recipe["seed"], group, 37, c]).integers(len(choices)))])
+        out += [{**r, "item_id": f"{r['item_id']}L{c}", "spl_db": spl, "level_copy": c} for r in rows]
+    return out
+
+
 def condition_name(cond: dict) -> str:
     """Short label, e.g. ``nalr(noise-white+lowpass)>hardclip``; ``nalr`` alone is clean aided music."""
     pre = "+".join(s["kind"] for s in cond["pre"])
@@ -267,7 +310,7 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
             "aid": cond["aid"], "kinds": condition_kinds(cond), "steps": cond,
             "seed_haaqi": seed_haaqi, "seed_noise": [seed, group, k, 29],
         })
-    return rows
+    return rows + level_copy_rows(recipe, group, rows)
 
 
 def recipe_source(recipe: dict, source_id: str) -> dict:
@@ -597,8 +640,13 @@ def label_group(rows: list[dict], folder: Path | None = None, recipe: dict | Non
         except Exception as exc:  # noqa: BLE001
             out.append({**row, "status": "error", "error": f"synthesis: {type(exc).__name__}: {exc}"})
     backend = _WORKER.get("backend") or recipe["haaqi_backend"]
-    scores = _score(reference, [x for _, x, _ in judged], audiogram, judged[0][2] if judged else 0.0,
-                    rows[0]["seed_haaqi"], backend) if judged else []
+    by_level: dict[float, list] = {}     # level copies (recipe key level_copies) are scored per level
+    for item in judged:
+        by_level.setdefault(item[2], []).append(item)
+    judged = [item for level in by_level.values() for item in level]
+    scores = [score for level1, level in by_level.items()
+              for score in _score(reference, [x for _, x, _ in level], audiogram, level1, rows[0]["seed_haaqi"],
+                                  backend)]
     for (row, x, level1), score in zip(judged, scores):
         if isinstance(score, Exception):
             out.append({**row, "status": "error", "error": f"haaqi: {type(score).__name__}: {score}"})
@@ -661,7 +709,7 @@ def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = Non
         max_seconds: stop submitting work after this long (the run can be resumed).
         cache_inputs: also write the 16-kHz model inputs.
         progress: optional ``callable(done_items, total_items)``.
-        retry_errors: label again the groups whose rows are all errors.
+        retry_errors: label again the items whose rows are errors.
         haaqi_backend: HAAQI implementation for this run (default: the recipe's);
             "fast" and "pyclarity" give the same labels (within 1e-9). If every item of
             the first group fails in the fast backend, the run falls back to pyclarity.
@@ -676,14 +724,19 @@ def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = Non
     folder = Path(folder)
     recipe = read_recipe(folder)
     t0 = time.perf_counter()
-    done = {}
+    ok, failed = set(), set()
     for r in read_journal(folder):
-        done.setdefault(r["group"], []).append(r["status"] == "ok")
-    skip = {g for g, oks in done.items() if any(oks) or not retry_errors}
+        (ok if r["status"] == "ok" else failed).add(r["item_id"])
+    skip = ok if retry_errors else ok | failed
     pool = pools(recipe)
-    todo = [g for g in range(recipe["n_groups"]) if g not in skip][::-1 if reverse else 1]
-    total = recipe["n_groups"] * recipe["conditions_per_group"]
-    n_done = total - len(todo) * recipe["conditions_per_group"]
+    todo, total = [], 0        # (group, its items not in the journal yet): a grown recipe labels only what is new
+    for g in range(recipe["n_groups"])[::-1 if reverse else 1]:
+        rows = group_items(recipe, g, pool)
+        total += len(rows)
+        missing = [r for r in rows if r["item_id"] not in skip]
+        if missing:
+            todo.append(missing)
+    n_done = total - sum(len(rows) for rows in todo)
     drop_torn_tail(folder / LABELS)
     with open(folder / LABELS, "a", encoding="utf-8") as journal:
         def write(rows):
@@ -695,7 +748,7 @@ def make_data(folder: Path, *, workers: int = 1, max_seconds: float | None = Non
             if progress is not None:
                 progress(n_done, total)
 
-        groups = (group_items(recipe, g, pool) for g in todo)
+        groups = iter(todo)
         expired = lambda: max_seconds is not None and time.perf_counter() - t0 > max_seconds  # noqa: E731
         _init_worker(str(folder), recipe, cache_inputs, haaqi_backend)
         for rows in groups:  # in this process: all of it, or the first group (compiles numba before forking)

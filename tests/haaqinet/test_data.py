@@ -151,3 +151,49 @@ def test_a_denoiser_item_is_synthesised_and_labelled(tmp_path):
     df = data.load_labels(folder)
     assert summary["ok"] == 4 and set(df["aid"]) == {"mmse-stsa>nalr"}
     assert df["haaqi"].between(0, 1).all()
+
+
+def test_level_copies_add_training_items_at_other_levels_only(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=400)
+    grown = {**recipe, "level_copies": data.level_copies_spec(2, from_group=10, to_group=60, min_step_db=12)}
+    pool = data.pools(recipe)
+    for g in range(100):
+        before, after = data.group_items(recipe, g, pool), data.group_items(grown, g, pool)
+        assert after[:len(before)] == before                       # the drawn items never change
+        copies = after[len(before):]
+        if before[0]["split"] != "train" or not 10 <= g < 60:
+            assert copies == []
+            continue
+        assert len(copies) == 2 * len(before)
+        for c, rows in ((1, copies[:4]), (2, copies[4:])):
+            assert [r["item_id"] for r in rows] == [f"{b['item_id']}L{c}" for b in before]
+            assert len({r["spl_db"] for r in rows}) == 1
+            assert abs(rows[0]["spl_db"] - before[0]["spl_db"]) >= 12
+            assert 45 <= rows[0]["spl_db"] <= 85
+            for r, b in zip(rows, before):   # the same audio (steps, seeds), only the level differs
+                drop = ("item_id", "spl_db", "level_copy")
+                assert {k: v for k, v in r.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert data.group_items(grown, 20, pool) == data.group_items(grown, 20, pool)
+    assert data.new_recipe(n_items=4, sources=recipe["sources"], level_copies=1)["level_copies"]["copies"] == 1
+    with pytest.raises(BenchError, match="level copies"):
+        data.level_copies_spec(-1)
+
+
+def test_a_grown_recipe_labels_only_its_new_items_each_at_its_own_level(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=8)
+    data.make_data(folder, workers=1)
+    before = {r["item_id"]: r for r in data.read_journal(folder)}
+    train_groups = sorted({r["group"] for r in before.values() if r["split"] == "train"})
+    assert train_groups, "the toy recipe has a training group"
+    data.write_recipe(folder, {**recipe, "level_copies": data.level_copies_spec(1, min_step_db=20)})
+    summary = data.make_data(folder, workers=1)
+    journal = data.read_journal(folder)
+    assert [r for r in journal if r["item_id"] in before] == list(before.values())   # nothing relabelled
+    copies = [r for r in journal if r["item_id"] not in before]
+    assert len(copies) == 4 * len(train_groups) and summary["ok"] == 8 + len(copies)
+    # each copy carries the label of its own level: the same item labelled alone at that level agrees
+    copy = copies[0]
+    alone = data.label_group([{**before[copy["item_id"][:-2]], "spl_db": copy["spl_db"]}], folder,
+                             data.read_recipe(folder))[0]
+    assert copy["haaqi"] == alone["haaqi"] and copy["level1_db_spl"] == alone["level1_db_spl"]
+    assert copy["haaqi"] != before[copy["item_id"][:-2]]["haaqi"]
