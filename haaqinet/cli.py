@@ -58,6 +58,8 @@ def make_data(
     reverse: bool = typer.Option(False, help="Label from the last group down (to share work between machines)."),
     denoiser_share: float = typer.Option(0.0, help="Share of conditions (new recipes) whose aid is a speech-denoiser "
                                          "chain (spectral-gating, mmse-stsa or deepfilternet, then NAL-R)."),
+    level_copies: int = typer.Option(0, help="Copies of every training item (new recipes) judged at other "
+                                     "presentation levels, each labelled by HAAQI (at least 10 dB away)."),
     haaqi_backend: Optional[str] = typer.Option(None, help="HAAQI implementation for this run "
                                                 "[default: the recipe's; new recipes: fast]."),
 ) -> None:
@@ -69,6 +71,7 @@ def make_data(
             raise BenchError(f"--item-s {item_s} is outside 4-10 s")
         recipe = data.prepare(out, n_items=items, n_pieces=pieces, seed=seed, n_listeners=listeners,
                               conditions_per_group=conditions_per_group, item_s=item_s, denoiser_share=denoiser_share,
+                              level_copies=level_copies,
                               haaqi_backend=haaqi_backend or "fast", source_s=item_s + 2.0, workers=workers,
                               progress=lambda i, n, s: _echo(f"rendered source {i}/{n}: {s}"))
         _echo(f"{out}: {len(recipe['sources'])} sources, {recipe['n_groups']} groups of "
@@ -275,9 +278,13 @@ def finetune(
     out: Path = typer.Option(Path("haaqinet-finetuned.pt"), help="Fine-tuned checkpoint (+ .json sidecar)."),
     held_out: float = typer.Option(0.2, help="Share of audio files held out for the report."),
     val: float = typer.Option(0.15, help="Share of the remaining files for early stopping."),
-    freeze: str = typer.Option("", help="Comma-separated layer groups to freeze: frontend, encoder, rnn, project, "
-                               "attention, output."),
-    epochs: int = typer.Option(60), batch_size: int = typer.Option(32), lr: float = typer.Option(5e-4),
+    freeze: Optional[str] = typer.Option(None, help="Comma-separated layer groups to freeze: frontend, encoder, "
+                                         "rnn, project, attention, output, map [default: none; with --calibrate, "
+                                         "all but the map]."),
+    calibrate: bool = typer.Option(False, help="Add a learned monotone map of the scores (4 parameters) and, "
+                                   "unless --freeze says otherwise, train only it."),
+    epochs: int = typer.Option(60), batch_size: int = typer.Option(32),
+    lr: Optional[float] = typer.Option(None, help="Learning rate [default: 5e-4; 0.02 for the map alone]."),
     weight_decay: float = typer.Option(1e-2), patience: int = typer.Option(8),
     max_seconds: Optional[float] = typer.Option(None, help="Time limit for the epochs."),
     bootstrap: int = typer.Option(2000, help="Bootstrap resamples for the confidence intervals."),
@@ -291,7 +298,8 @@ def finetune(
 
     try:
         cfg = FinetuneConfig(checkpoint=checkpoint, scale=scale, held_out=held_out, val=val,
-                             freeze=[g.strip() for g in freeze.split(",") if g.strip()], epochs=epochs,
+                             freeze=None if freeze is None else [g.strip() for g in freeze.split(",") if g.strip()],
+                             calibrate=calibrate, epochs=epochs,
                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                              max_seconds=max_seconds, bootstrap=bootstrap, seed=seed, device=device)
         _, report = run_finetune(ratings, out, cfg, log=_echo, predictions=predictions,

@@ -143,7 +143,10 @@ class FastHAAQINet(nn.Module):
         else:
             with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
                 clip, frames = self._hybrid(feats, stats, a, s)
-        return torch.from_numpy(clip), torch.from_numpy(frames)
+        if self.model.score_map is None:
+            return torch.from_numpy(clip), torch.from_numpy(frames)
+        with torch.no_grad():
+            return self.model.map_scores(torch.from_numpy(clip), torch.from_numpy(frames))
 
     def _hybrid(self, feats: np.ndarray, stats: np.ndarray, a: np.ndarray, s: np.ndarray):
         """The learned part with torch's matrix products, activations, softmax and layers between numba kernels."""

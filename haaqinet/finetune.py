@@ -37,7 +37,12 @@ FREEZE_GROUPS = {
     "project": ("project",),
     "attention": ("attention",),
     "output": ("frame_score",),
+    "map": ("score_map",),
 }
+#: What ``--calibrate`` freezes when ``--freeze`` is not given: everything but the score map.
+CALIBRATE_FREEZE = ("encoder", "rnn", "project", "attention", "output")
+#: Learning rates when ``--lr`` is not given: the whole network, and the score map alone.
+DEFAULT_LR, CALIBRATE_LR = 5e-4, 0.02
 
 
 @dataclass
@@ -48,10 +53,11 @@ class FinetuneConfig:
     scale: str | None = None
     held_out: float = 0.2
     val: float = 0.15
-    freeze: list = field(default_factory=list)
+    freeze: list | None = None
+    calibrate: bool = False
     epochs: int = 60
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float | None = None
     weight_decay: float = 1e-2
     warmup_steps: int = 20
     patience: int = 8
@@ -59,6 +65,14 @@ class FinetuneConfig:
     bootstrap: int = 2000
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self):
+        if self.freeze is None:
+            self.freeze = list(CALIBRATE_FREEZE) if self.calibrate else []
+        if self.lr is None:
+            self.lr = CALIBRATE_LR if self.calibrate and set(CALIBRATE_FREEZE) <= set(self.freeze) else DEFAULT_LR
+        if self.lr <= 0:
+            raise BenchError(f"--lr must be positive, got {self.lr}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -283,12 +297,17 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     zero = units.predict_rows(model, units_of["held-out"], len(table), cfg.device)
     zero_val = units.predict_rows(model, units_of["val"], len(table), cfg.device)
 
+    if cfg.calibrate:
+        model.add_score_map()
     frozen = apply_freeze(model, cfg.freeze)
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 53])
     steps_per_epoch = len(units.batches(units_of["train"], cfg.batch_size))
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    mapping = {id(p) for p in (model.score_map.parameters() if model.score_map is not None else ())}
+    opt = torch.optim.AdamW([  # no weight decay on the map: it would pull the floor and ceiling to 0.25/0.75
+        {"params": [p for p in params if id(p) not in mapping], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in mapping], "weight_decay": 0.0}], lr=cfg.lr)
     plan = {"total_steps": cfg.epochs * steps_per_epoch}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(TrainConfig(warmup_steps=cfg.warmup_steps), plan))
     y_units = torch.as_tensor(target[units.rows], dtype=torch.float32, device=cfg.device)

@@ -49,6 +49,29 @@ SPL_CENTER_DB = 65.0
 SPL_SCALE_DB = 20.0
 
 
+class ScoreMap(nn.Module):
+    """A monotone map of scores in (0, 1), learned when fine-tuning to ratings (``score_map=True``).
+
+    ``g(s) = lo + (hi - lo) * sigmoid(slope * logit(s) + shift)``, with ``slope = softplus(.) > 0``,
+    ``lo`` clamped to [0, 0.49] and ``hi`` to [0.51, 1]: increasing, so it never reorders clips. Four
+    parameters, in units where an optimiser step of 0.01 is a small change; it starts as the identity. A
+    rating scale is a monotone but non-linear function of quality with its own floor and ceiling; this is the
+    least a model needs to learn to read HAAQI as a rating.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.slope_raw = nn.Parameter(torch.tensor(0.5413248546129181))  # softplus -> 1.0
+        self.shift = nn.Parameter(torch.tensor(0.0))
+        self.lo = nn.Parameter(torch.tensor(0.0))
+        self.hi = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, score: torch.Tensor) -> torch.Tensor:
+        s = score.clamp(1e-6, 1 - 1e-6)
+        lo, hi = self.lo.clamp(0.0, 0.49), self.hi.clamp(0.51, 1.0)
+        return lo + (hi - lo) * torch.sigmoid(F.softplus(self.slope_raw) * torch.logit(s) + self.shift)
+
+
 class HAAQINet(nn.Module):
     """HAAQI-Net with a pluggable front end.
 
@@ -67,6 +90,8 @@ class HAAQINet(nn.Module):
         rnn: ``"lstm"`` (the paper's BLSTM) or ``"none"``: a per-frame ``Linear(adapter_dim + n_cond ->
             2 * lstm_hidden)`` and GELU instead, for small students whose front end already mixes time
             (no sequential step: cheaper on a CPU at batch 1).
+        score_map: end with a learned monotone :class:`ScoreMap` of the clip and frame scores (added by
+            ``bench haaqinet finetune --calibrate``: the output is then a rating on 0-1, not HAAQI).
     """
 
     model_name = "HAAQINet"
@@ -74,7 +99,7 @@ class HAAQINet(nn.Module):
     def __init__(self, frontend: str = "mel", frontend_args: dict | None = None,
                  freeze_frontend: bool | None = None, adapter_dim: int = 256, lstm_hidden: int = 100,
                  attention_dim: int = 256, attention_heads: int = 16, dropout: float = 0.3,
-                 use_spl: bool = True, rnn: str = "lstm"):
+                 use_spl: bool = True, rnn: str = "lstm", score_map: bool = False):
         super().__init__()
         if rnn not in ("lstm", "none"):
             raise BenchError(f"HAAQINet: rnn must be 'lstm' or 'none' (got {rnn!r})")
@@ -103,9 +128,19 @@ class HAAQINet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attention = nn.MultiheadAttention(attention_dim, attention_heads, batch_first=True)
         self.frame_score = nn.Linear(attention_dim, 1)
+        self.score_map = None
+        if score_map:
+            self.add_score_map()
         if self.freeze_frontend:
             self.frontend.requires_grad_(False)
             self.frontend.eval()
+
+    def add_score_map(self) -> ScoreMap:
+        """Give the network a :class:`ScoreMap` (near the identity) after its frame scores; returns it."""
+        if self.score_map is None:
+            self.score_map = ScoreMap().to(self.frame_score.weight.device)
+            self._args["score_map"] = True
+        return self.score_map
 
     @property
     def model_args(self) -> dict:
@@ -221,9 +256,16 @@ class HAAQINet(nn.Module):
         x, _ = self.attention(x, x, x, key_padding_mask=None if mask is None else ~mask, need_weights=False)
         frames = torch.sigmoid(self.frame_score(x)).squeeze(2)  # (B, T, 1) -> (B, T)
         if mask is None:
-            return frames.mean(dim=1), frames
+            return self.map_scores(frames.mean(dim=1), frames)
         frames = frames * mask
-        return frames.sum(dim=1) / mask.sum(dim=1).clamp(min=1), frames
+        clip, frames = self.map_scores(frames.sum(dim=1) / mask.sum(dim=1).clamp(min=1), frames)
+        return clip, frames * mask
+
+    def map_scores(self, clip: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip and frame scores through the :class:`ScoreMap`, if the network has one."""
+        if self.score_map is None:
+            return clip, frames
+        return self.score_map(clip), self.score_map(frames)
 
 
 def haaqinet_loss(clip_pred: torch.Tensor, frame_pred: torch.Tensor, target: torch.Tensor,

@@ -138,3 +138,13 @@ def test_the_vectorised_functions_are_as_accurate_as_float32_libraries():
     exact = F.gelu(torch.from_numpy(x).double()).numpy()
     assert np.abs(gelu - exact).max() <= 5e-7  # torch's own float32 GELU: 4e-7
     assert ulps(gelu, exact)[np.abs(exact) > 1e-3].max() <= 32
+
+
+def test_a_model_with_a_score_map_gives_the_same_scores():
+    model = _random(STUDENT_ARGS)
+    model.add_score_map()
+    with torch.no_grad():
+        model.score_map.slope_raw.fill_(1.3)
+        model.score_map.shift.fill_(-0.4)
+        model.score_map.lo.fill_(0.1)
+    _assert_same(model, FastHAAQINet(model), *_inputs(SR))

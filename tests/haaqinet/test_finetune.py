@@ -151,3 +151,38 @@ def test_finetune_errors(toy_teacher, stimuli):
                               "--checkpoint", str(teacher), "--freeze", "encoderr", "--out",
                               str(stimuli / "x.pt")])
     assert res.exit_code == 2 and "unknown layer group 'encoderr'" in res.output
+
+
+def test_calibrate_learns_a_known_monotone_map_of_the_scores(toy_teacher, tmp_path):
+    """Ratings that are an exact monotone map of the teacher's own scores: the 4-parameter map must fit them
+    far better than the scores as they are, and nothing else in the network may change."""
+    import torch
+
+    from haaqinet.checkpoint import load_checkpoint
+    from haaqinet.finetune import CALIBRATE_FREEZE, FinetuneConfig, finetune
+    from haaqinet.predict import Predictor
+
+    folder, teacher = toy_teacher
+    ratings = tmp_path / "ratings"
+    res = CliRunner().invoke(app, ["synth-ratings", "--data", str(folder), "--out", str(ratings), "--n-items", "32",
+                                   "--split", "train", "--split", "val", "--split", "test",
+                                   "--split", "unseen-conditions"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(ratings / "ratings.csv")
+    p = Predictor(teacher).predict_manifest(table, base_dir=ratings)["haaqinet"].to_numpy()
+    target = 0.15 + 0.7 / (1 + np.exp(-(2 * np.log(p / (1 - p)) + 1.5)))   # in the map's family, far from p
+    table["score"] = 1 + 4 * target
+    table.to_csv(ratings / "mapped.csv", index=False)
+    cfg = FinetuneConfig(checkpoint=str(teacher), calibrate=True, epochs=80, batch_size=8, patience=80,
+                         bootstrap=200, held_out=0.3)
+    assert cfg.freeze == list(CALIBRATE_FREEZE) and cfg.lr == 0.02
+    model, rep = finetune(ratings / "mapped.csv", tmp_path / "cal.pt", cfg, log=lambda *_: None)
+    held = rep["held_out"]
+    assert held["finetuned"]["mse"] < 0.05 * held["zero_shot"]["mse"], held
+    assert abs(held["finetuned"]["srcc"] - held["zero_shot"]["srcc"]) < 1e-9      # monotone: order kept
+    tuned = load_checkpoint(tmp_path / "cal.pt")
+    base = load_checkpoint(teacher)
+    assert tuned.model_args == {**base.model_args, "score_map": True}
+    changed = {k for k, v in tuned.state_dict().items() if k not in base.state_dict()
+               or not torch.equal(v, base.state_dict()[k])}
+    assert changed and all(k.startswith("score_map.") for k in changed)

@@ -137,3 +137,35 @@ def test_head_size_matches_the_paper(monkeypatch):
     # paper: ~0.82 M; one more BLSTM input (the level) adds 800
     assert 0.81e6 < count_parameters(model) < 0.83e6
     assert model.blstm.input_size == 256 + 8 + 1
+
+
+def test_score_map_is_monotone_bounded_starts_at_identity_and_round_trips(tmp_path):
+    from haaqinet.checkpoint import load_checkpoint, save_checkpoint
+    from haaqinet.model import ScoreMap
+
+    g = ScoreMap()
+    s = torch.linspace(0.001, 0.999, 999)
+    with torch.no_grad():
+        assert (g(s) - s).abs().max() < 1e-5
+        g.slope_raw.fill_(2.0)
+        g.shift.fill_(-1.0)
+        g.lo.fill_(0.2)
+        g.hi.fill_(1.7)
+        y = g(s)
+    assert (y[1:] > y[:-1]).all() and 0.2 < float(y.min()) and float(y.max()) < 1.0
+    model = HAAQINet(frontend="mel", frontend_args={"dim": 16, "n_layers": 1, "n_heads": 2}, adapter_dim=8,
+                     lstm_hidden=4, attention_dim=8, attention_heads=2)
+    assert "score_map" not in model.model_args
+    x, a, spl = torch.randn(2, 16000) * 0.1, torch.zeros(2, 8), torch.tensor([60.0, 70.0])
+    model.eval()
+    with torch.no_grad():
+        before, _ = model(x, a, spl)
+        model.add_score_map()
+        assert (model(x, a, spl)[0] - before).abs().max() < 1e-5
+        model.score_map.shift.fill_(0.7)
+        after, frames = model(x, a, spl, torch.tensor([16000, 8000]))
+    assert model.model_args["score_map"] is True and frames[1, -1] == 0   # padding stays 0
+    save_checkpoint(tmp_path / "m.pt", model)
+    again = load_checkpoint(tmp_path / "m.pt").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, a, spl, torch.tensor([16000, 8000]))[0], after)
