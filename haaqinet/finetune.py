@@ -262,6 +262,8 @@ def _set_train_mode(model, frozen: list[str]) -> None:
         part = getattr(model, name)
         if hasattr(part, "eval"):
             part.eval()  # frozen layers keep their dropout off
+    if {"project", "attention", "frame_score"} <= set(frozen):
+        model.dropout.eval()  # the head's dropout too, when no layer around it trains (e.g. --calibrate)
 
 
 def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=print, predictions: Path | None = None,

@@ -186,3 +186,6 @@ def test_calibrate_learns_a_known_monotone_map_of_the_scores(toy_teacher, tmp_pa
     changed = {k for k, v in tuned.state_dict().items() if k not in base.state_dict()
                or not torch.equal(v, base.state_dict()[k])}
     assert changed and all(k.startswith("score_map.") for k in changed)
+    from haaqinet.finetune import _set_train_mode, apply_freeze
+    _set_train_mode(tuned, apply_freeze(tuned, CALIBRATE_FREEZE))   # nothing around the head's dropout trains
+    assert tuned.score_map.training and not tuned.dropout.training
