@@ -197,6 +197,28 @@ class _Units:
                                for j, x in enumerate(self.inputs)]
         else:
             self.inputs = [torch.as_tensor(x) for x in self.inputs]
+        self.base = None
+
+    def cache_scores(self, model, device: str, batch_size: int = 64) -> None:
+        """Keep every unit's clip and frame scores before the score map; later passes only apply the map.
+
+        For when the map alone trains: the rest of the network is then fixed and in eval mode, so its
+        scores are the same every epoch.
+        """
+        import torch
+
+        saved, model.score_map = model.score_map, None
+        try:
+            model.eval()
+            base = [None] * len(self.inputs)
+            with torch.no_grad():
+                for idx in self.batches(np.arange(len(self.inputs)), batch_size):
+                    clip, frames = self.forward(model, idx, device)
+                    for j, u in enumerate(idx):
+                        base[u] = (clip[j].clone(), frames[j].clone())
+        finally:
+            model.score_map = saved
+        self.base = base
 
     def batches(self, units: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
         """Lists of unit indices of equal input length (shuffled when ``rng`` is given)."""
@@ -214,6 +236,9 @@ class _Units:
     def forward(self, model, idx, device):
         import torch
 
+        if self.base is not None:
+            return model.map_scores(torch.stack([self.base[u][0] for u in idx]),
+                                    torch.stack([self.base[u][1] for u in idx]))
         x = torch.stack([self.inputs[u] for u in idx]).to(device)
         a = torch.as_tensor(self.audiogram[idx], device=device)
         s = torch.as_tensor(self.spl[idx], device=device)
@@ -307,6 +332,8 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     rng = np.random.default_rng([cfg.seed, 53])
     steps_per_epoch = len(units.batches(units_of["train"], cfg.batch_size))
     mapping = {id(p) for p in (model.score_map.parameters() if model.score_map is not None else ())}
+    if mapping and all(id(p) in mapping for p in params):
+        units.cache_scores(model, cfg.device)       # only the map trains: the network's scores are fixed
     opt = torch.optim.AdamW([  # no weight decay on the map: it would pull the floor and ceiling to 0.25/0.75
         {"params": [p for p in params if id(p) not in mapping], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if id(p) in mapping], "weight_decay": 0.0}], lr=cfg.lr)

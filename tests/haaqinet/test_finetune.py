@@ -176,7 +176,8 @@ def test_calibrate_learns_a_known_monotone_map_of_the_scores(toy_teacher, tmp_pa
     cfg = FinetuneConfig(checkpoint=str(teacher), calibrate=True, epochs=80, batch_size=8, patience=80,
                          bootstrap=200, held_out=0.3)
     assert cfg.freeze == list(CALIBRATE_FREEZE) and cfg.lr == 0.02
-    model, rep = finetune(ratings / "mapped.csv", tmp_path / "cal.pt", cfg, log=lambda *_: None)
+    model, rep = finetune(ratings / "mapped.csv", tmp_path / "cal.pt", cfg, log=lambda *_: None,
+                          predictions=tmp_path / "pred.csv")
     held = rep["held_out"]
     assert held["finetuned"]["mse"] < 0.05 * held["zero_shot"]["mse"], held
     assert abs(held["finetuned"]["srcc"] - held["zero_shot"]["srcc"]) < 1e-9      # monotone: order kept
@@ -189,3 +190,7 @@ def test_calibrate_learns_a_known_monotone_map_of_the_scores(toy_teacher, tmp_pa
     from haaqinet.finetune import _set_train_mode, apply_freeze
     _set_train_mode(tuned, apply_freeze(tuned, CALIBRATE_FREEZE))   # nothing around the head's dropout trains
     assert tuned.score_map.training and not tuned.dropout.training
+    pred = pd.read_csv(tmp_path / "pred.csv")       # training applied the map to cached scores: the saved
+    held_rows = pred[pred["split"] == "held-out"]   # model, run from the audio, gives the same predictions
+    again = Predictor(tmp_path / "cal.pt").predict_manifest(table.loc[held_rows.index], base_dir=ratings)
+    np.testing.assert_allclose(again["haaqinet"].to_numpy(), held_rows["finetuned"].to_numpy(), atol=1e-5)
