@@ -332,7 +332,8 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     rng = np.random.default_rng([cfg.seed, 53])
     steps_per_epoch = len(units.batches(units_of["train"], cfg.batch_size))
     mapping = {id(p) for p in (model.score_map.parameters() if model.score_map is not None else ())}
-    if mapping and all(id(p) in mapping for p in params):
+    map_only = bool(mapping) and all(id(p) in mapping for p in params)
+    if map_only:
         units.cache_scores(model, cfg.device)       # only the map trains: the network's scores are fixed
     opt = torch.optim.AdamW([  # no weight decay on the map: it would pull the floor and ceiling to 0.25/0.75
         {"params": [p for p in params if id(p) not in mapping], "weight_decay": cfg.weight_decay},
@@ -351,7 +352,8 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
         total, n_seen = 0.0, 0
         for idx in units.batches(units_of["train"], cfg.batch_size, rng):
             clip, frames = units.forward(model, idx, cfg.device)
-            loss = haaqinet_loss(clip, frames, y_units[idx])
+            # a map of the scores is fitted to the clip scores alone: a rating is of the clip, not of each frame
+            loss = (clip - y_units[idx]).square().mean() if map_only else haaqinet_loss(clip, frames, y_units[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -52,11 +52,11 @@ SPL_SCALE_DB = 20.0
 class ScoreMap(nn.Module):
     """A monotone map of scores in (0, 1), learned when fine-tuning to ratings (``score_map=True``).
 
-    ``g(s) = lo + (hi - lo) * sigmoid(slope * logit(s) + shift)``, with ``slope = softplus(.) > 0``,
-    ``lo`` clamped to [0, 0.49] and ``hi`` to [0.51, 1]: increasing, so it never reorders clips. Four
-    parameters, in units where an optimiser step of 0.01 is a small change; it starts as the identity. A
-    rating scale is a monotone but non-linear function of quality with its own floor and ceiling; this is the
-    least a model needs to learn to read HAAQI as a rating.
+    ``g(s) = clip(lo + span * sigmoid(slope * logit(s) + shift), 0, 1)`` with ``slope = softplus(.) > 0`` and
+    ``span = softplus(.) > 0``: non-decreasing, so it never reorders clips. Four parameters with a gradient
+    everywhere (no clamped parameter that could stick); it starts as the identity. A rating scale is a
+    monotone but non-linear function of quality with its own floor and ceiling; this is the least a model
+    needs to learn to read HAAQI as a rating.
     """
 
     def __init__(self):
@@ -64,12 +64,13 @@ class ScoreMap(nn.Module):
         self.slope_raw = nn.Parameter(torch.tensor(0.5413248546129181))  # softplus -> 1.0
         self.shift = nn.Parameter(torch.tensor(0.0))
         self.lo = nn.Parameter(torch.tensor(0.0))
-        self.hi = nn.Parameter(torch.tensor(1.0))
+        self.span_raw = nn.Parameter(torch.tensor(0.5413248546129181))   # softplus -> 1.0
 
     def forward(self, score: torch.Tensor) -> torch.Tensor:
         s = score.clamp(1e-6, 1 - 1e-6)
-        lo, hi = self.lo.clamp(0.0, 0.49), self.hi.clamp(0.51, 1.0)
-        return lo + (hi - lo) * torch.sigmoid(F.softplus(self.slope_raw) * torch.logit(s) + self.shift)
+        y = self.lo + F.softplus(self.span_raw) * torch.sigmoid(F.softplus(self.slope_raw) * torch.logit(s)
+                                                                + self.shift)
+        return y.clamp(0.0, 1.0)
 
 
 class HAAQINet(nn.Module):

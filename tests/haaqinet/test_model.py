@@ -150,9 +150,14 @@ def test_score_map_is_monotone_bounded_starts_at_identity_and_round_trips(tmp_pa
         g.slope_raw.fill_(2.0)
         g.shift.fill_(-1.0)
         g.lo.fill_(0.2)
-        g.hi.fill_(1.7)
+        g.span_raw.fill_(-0.5)
         y = g(s)
-    assert (y[1:] > y[:-1]).all() and 0.2 < float(y.min()) and float(y.max()) < 1.0
+    assert (y[1:] > y[:-1]).all() and 0.2 < float(y.min()) and float(y.max()) < 0.2 + 0.475
+    with torch.no_grad():
+        g.lo.fill_(-0.3)
+        g.span_raw.fill_(2.0)
+        y = g(s)
+    assert (y[1:] >= y[:-1]).all() and float(y.min()) == 0.0 and float(y.max()) == 1.0   # kept in 0-1
     model = HAAQINet(frontend="mel", frontend_args={"dim": 16, "n_layers": 1, "n_heads": 2}, adapter_dim=8,
                      lstm_hidden=4, attention_dim=8, attention_heads=2)
     assert "score_map" not in model.model_args
