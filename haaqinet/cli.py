@@ -89,6 +89,29 @@ def make_data(
 
 
 @app.command()
+def grow(
+    data: Path = typer.Option(..., help="Labelled data set folder to grow (left unchanged)."),
+    out: Path = typer.Option(..., help="New folder: the same labels, and a recipe with more items to label."),
+    groups: Optional[int] = typer.Option(None, help="Groups in the grown recipe (more than now)."),
+    denoiser_share: Optional[float] = typer.Option(None, help="Share of the new groups' conditions whose aid "
+                                                   "is a speech-denoiser chain."),
+    level_copies: Optional[int] = typer.Option(None, help="Copies of every training item at other levels."),
+    level_copies_to: Optional[int] = typer.Option(None, help="Copy the training items of groups below this "
+                                                  "[default: all]."),
+) -> None:
+    """Grow a data set without relabelling it: more groups, denoiser aids, level copies; then run make-data."""
+    from haaqinet import data as data_mod
+
+    try:
+        recipe = data_mod.grow(data, out, n_groups=groups, denoiser_share=denoiser_share,
+                               level_copies=level_copies, level_copies_to=level_copies_to)
+    except BenchError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {out}: {recipe['n_groups']} groups; the labels of {data} are kept. Label the new items "
+               f"with: bench haaqinet make-data --out {out} --workers 2 --cache-inputs")
+
+
+@app.command()
 def train(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
     frontend: str = typer.Option("auditory", help="Front end: auditory (default, trained here), mel, beats or hf."),

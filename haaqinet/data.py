@@ -486,6 +486,81 @@ def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_
     return recipe
 
 
+def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
+                 level_copies: int | None = None, level_copies_to: int | None = None) -> dict:
+    """``recipe`` grown without changing any item it already defines.
+
+    ``n_groups``: more groups (never fewer). ``denoiser_share``: denoiser aids for the new groups only (a
+    recipe that has them keeps them). ``level_copies``: copies of the training items of groups
+    0..``level_copies_to`` - 1 (default: every group); an existing entry may only gain copies or groups.
+    """
+    out = json.loads(json.dumps(recipe))
+    old_groups = recipe["n_groups"]
+    if n_groups is not None:
+        if n_groups < old_groups:
+            raise BenchError(f"a grown recipe keeps its {old_groups} groups; --groups {n_groups} is fewer")
+        out["n_groups"] = int(n_groups)
+    if denoiser_share is not None:
+        if "denoiser_aids" in recipe:
+            raise BenchError("the recipe already has denoiser aids; changing them would change labelled items")
+        if out["n_groups"] == old_groups:
+            raise BenchError("denoiser aids go to new groups only: give --groups more than "
+                             f"{old_groups}")
+        out["denoiser_aids"] = denoiser_spec(denoiser_share, from_group=old_groups)
+    if level_copies is not None:
+        spec = level_copies_spec(level_copies, 0, out["n_groups"] if level_copies_to is None else level_copies_to)
+        before = recipe.get("level_copies")
+        if before is not None:
+            spec = {**spec, "from_group": min(before["from_group"], spec["from_group"]),
+                    "min_step_db": before["min_step_db"]}
+            shrinks = spec["copies"] < before["copies"] or (
+                before.get("to_group") is None and spec["to_group"] is not None) or (
+                spec["to_group"] is not None and before.get("to_group") is not None
+                and spec["to_group"] < before["to_group"])
+            if shrinks:
+                raise BenchError(f"the recipe already copies groups {before['from_group']}.."
+                                 f"{before.get('to_group')} {before['copies']} time(s); a grown recipe may only "
+                                 "add copies or groups")
+        out["level_copies"] = spec
+    return out
+
+
+def grow(source: Path, out: Path, **changes) -> dict:
+    """A new data set folder ``out``: ``source``'s sources, labels and cached inputs, and its recipe grown
+    by :func:`grown_recipe`. Checks that every item of ``source`` is defined the same in the new recipe;
+    ``make-data --out out`` then labels only the new items. Returns the new recipe."""
+    import shutil
+
+    source, out = Path(source), Path(out)
+    recipe = read_recipe(source)
+    if out.exists() and any(out.iterdir()):
+        raise BenchError(f"{out} exists and is not empty; give a new folder")
+    new = grown_recipe(recipe, **changes)
+    pool_old, pool_new = pools(recipe), pools(new)
+    for g in range(recipe["n_groups"]):
+        old_rows = group_items(recipe, g, pool_old)
+        if group_items(new, g, pool_new)[:len(old_rows)] != old_rows:   # cannot happen; guards the rules above
+            raise BenchError(f"the grown recipe changes group {g}; nothing written")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "sources", out / "sources")
+    if (source / LABELS).is_file():
+        shutil.copy2(source / LABELS, out / LABELS)
+    cached = source / "cache" / "wave16k"
+    if cached.is_dir():   # hard links where the file system allows (the inputs are never rewritten in place)
+        shutil.copytree(cached, out / "cache" / "wave16k", copy_function=_link_or_copy)
+    write_recipe(out, new)
+    return new
+
+
+def _link_or_copy(src, dst):
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def synthetic_sources(folder: Path, *, n: int = 4, seconds: float = 2.0, seed: int = 0) -> list[dict]:
     """Toy sources for tests and demos (no music21): harmonic notes over a bass, int16 24 kHz.
 

@@ -197,3 +197,35 @@ def test_a_grown_recipe_labels_only_its_new_items_each_at_its_own_level(tmp_path
                              data.read_recipe(folder))[0]
     assert copy["haaqi"] == alone["haaqi"] and copy["level1_db_spl"] == alone["level1_db_spl"]
     assert copy["haaqi"] != before[copy["item_id"][:-2]]["haaqi"]
+
+
+def test_grow_keeps_every_labelled_item_and_refuses_changes(tmp_path):
+    from typer.testing import CliRunner
+
+    from haaqinet.cli import app
+
+    folder, recipe = _toy(tmp_path, n_items=8)
+    data.make_data(folder, workers=1, cache_inputs=True)
+    before = data.read_journal(folder)
+    out = tmp_path / "grown"
+    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out), "--groups", "4",
+                                   "--denoiser-share", "1.0", "--level-copies", "1"])
+    assert res.exit_code == 0, res.output
+    grown = data.read_recipe(out)
+    assert grown["n_groups"] == 4 and grown["denoiser_aids"]["from_group"] == 2
+    assert grown["level_copies"]["copies"] == 1 and grown["level_copies"]["to_group"] == 4
+    assert data.read_journal(out) == before and data.read_recipe(folder) == recipe     # the source is untouched
+    assert len(list((out / "cache" / "wave16k").glob("*.npy"))) == 8
+    summary = data.make_data(out, workers=1)
+    journal = data.read_journal(out)
+    assert journal[:8] == before and summary["ok"] == len(journal) > 8
+    assert {r["aid"] for r in journal if r["group"] >= 2} <= set(data.DENOISER_AIDS)
+    for args, message in ((["--groups", "1"], "keeps its 2 groups"),
+                          (["--denoiser-share", "0.5"], "new groups only")):
+        res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(tmp_path / "x"), *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = CliRunner().invoke(app, ["grow", "--data", str(out), "--out", str(tmp_path / "y"), "--level-copies", "1",
+                                   "--level-copies-to", "2"])
+    assert res.exit_code == 2 and "may only add copies or groups" in res.output
+    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out)])
+    assert res.exit_code == 2 and "not empty" in res.output
