@@ -259,11 +259,9 @@ def level_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
         return []
     lo, hi = recipe["spl_range_db"]
     base = rows[0]["spl_db"]
+    choices = [v for v in range(int(lo), int(hi) + 1) if abs(v - base) >= spec["min_step_db"]]
     out = []
-    for c in range(1, spec["copies"] + 1):
-        choices = [v for v in range(int(lo), int(hi) + 1) if abs(v - base) >= spec["min_step_db"]]
-        if not choices:
-            break
+    for c in range(1, spec["copies"] + 1 if choices else 1):
         spl = float(choices[int(np.random.default_rng([recipe["seed"], group, 37, c]).integers(len(choices)))])
         out += [{**r, "item_id": f"{r['item_id']}L{c}", "spl_db": spl, "level_copy": c} for r in rows]
     return out
@@ -513,11 +511,9 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
         if before is not None:
             spec = {**spec, "from_group": min(before["from_group"], spec["from_group"]),
                     "min_step_db": before["min_step_db"]}
-            shrinks = spec["copies"] < before["copies"] or (
-                before.get("to_group") is None and spec["to_group"] is not None) or (
-                spec["to_group"] is not None and before.get("to_group") is not None
-                and spec["to_group"] < before["to_group"])
-            if shrinks:
+            def end(s):  # the first group without copies (no end: every group has them)
+                return math.inf if s.get("to_group") is None else s["to_group"]
+            if spec["copies"] < before["copies"] or end(spec) < end(before):
                 raise BenchError(f"the recipe already copies groups {before['from_group']}.."
                                  f"{before.get('to_group')} {before['copies']} time(s); a grown recipe may only "
                                  "add copies or groups")

@@ -335,7 +335,7 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     map_only = bool(mapping) and all(id(p) in mapping for p in params)
     if map_only:
         units.cache_scores(model, cfg.device)       # only the map trains: the network's scores are fixed
-    opt = torch.optim.AdamW([  # no weight decay on the map: it would pull the floor and ceiling to 0.25/0.75
+    opt = torch.optim.AdamW([  # no weight decay on the map: it would pull it away from the identity
         {"params": [p for p in params if id(p) not in mapping], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if id(p) in mapping], "weight_decay": 0.0}], lr=cfg.lr)
     plan = {"total_steps": cfg.epochs * steps_per_epoch}

@@ -137,7 +137,7 @@ class HAAQINet(nn.Module):
             self.frontend.eval()
 
     def add_score_map(self) -> ScoreMap:
-        """Give the network a :class:`ScoreMap` (near the identity) after its frame scores; returns it."""
+        """Give the network a :class:`ScoreMap` (the identity at first) after its frame scores; returns it."""
         if self.score_map is None:
             self.score_map = ScoreMap().to(self.frame_score.weight.device)
             self._args["score_map"] = True
