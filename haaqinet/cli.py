@@ -337,10 +337,12 @@ def finetune(
 
 @app.command("spl-study")
 def spl_study(
-    data: Path = typer.Option(..., help="Data set folder made by make-data (the study uses its test split)."),
+    data: Path = typer.Option(..., help="Data set folder made by make-data."),
     checkpoint: List[str] = typer.Option([], help="Checkpoint(s) to evaluate, path or name, repeatable "
                                          "[default: default]."),
-    n_groups: int = typer.Option(25, help="Test groups (of 4 items each) to relabel at every level."),
+    n_groups: int = typer.Option(25, help="Groups (of 4 items each) to relabel at every level."),
+    split: str = typer.Option("test", help="Split the groups come from: test (published figures) or val "
+                              "(for choosing between models without looking at the test split)."),
     spl: str = typer.Option("45,50,55,60,65,70,75,80,85", help="Presentation levels in dB SPL."),
     seed: int = typer.Option(0), workers: int = typer.Option(1, help="HAAQI labelling processes."),
     haaqi_backend: Optional[str] = typer.Option(None, help="HAAQI implementation [default: the recipe's]."),
@@ -361,7 +363,7 @@ def spl_study(
         if len(levels) < 2:
             raise BenchError("--spl needs at least two levels")
         result = run_study(checkpoint or ["default"], data, n_groups=n_groups, spls=levels, seed=seed,
-                           workers=workers, haaqi_backend=haaqi_backend, device=device,
+                           split=split, workers=workers, haaqi_backend=haaqi_backend, device=device,
                            progress=_progress("labels at all levels"), log=_echo)
         argv = sys.argv[sys.argv.index("spl-study"):] if "spl-study" in sys.argv else ["spl-study"]
         command = "bench haaqinet " + " ".join(shlex.quote(a) for a in argv)

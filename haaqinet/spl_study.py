@@ -1,7 +1,8 @@
 """SPL robustness study: HAAQI-Net against HAAQI at 45, 50, ..., 85 dB SPL on held-out items.
 
 The study set is built from a ``make-data`` set's ``test`` split (pieces and audiograms never used in
-training): ``n_groups`` seeded groups (all their items: one excerpt, one ear, several conditions), each
+training; ``split="val"`` builds one from the validation split instead, for choosing between models without
+looking at the test split): ``n_groups`` seeded groups (all their items: one excerpt, one ear, several conditions), each
 item *relabelled* at every level of ``spls``. An item at level L is the data set's own signal chain with
 the excerpt presented at L dB SPL (:func:`haaqinet.data.synthesise`: degradations, the hearing aid at that
 level, post-aid degradations), labelled with HAAQI against NAL-R of the clean excerpt (equalisation 2,
@@ -211,7 +212,7 @@ def summarise(table, df) -> dict:
 
 
 def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_DB, seed: int = 0,
-              workers: int = 1, haaqi_backend: str | None = None, device: str = "cpu", progress=None, log=print):
+              split: str = "test", workers: int = 1, haaqi_backend: str | None = None, device: str = "cpu", progress=None, log=print):
     """Build (or load) the study set and evaluate every checkpoint on it.
 
     Returns:
@@ -224,7 +225,7 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
     from haaqinet.model import count_parameters
     from haaqinet.predict import predict_arrays, resolve_checkpoint
 
-    table, x16, info = build_study(data_folder, n_groups=n_groups, spls=spls, seed=seed, workers=workers,
+    table, x16, info = build_study(data_folder, n_groups=n_groups, spls=spls, seed=seed, split=split, workers=workers,
                                    haaqi_backend=haaqi_backend, progress=progress, log=log)
     audiograms = np.asarray(table["audiogram_db_hl"].tolist(), dtype=np.float32)
     spl_in = table["judged_db_spl"].to_numpy(np.float32)
@@ -257,8 +258,10 @@ def format_markdown(result: dict, *, command: str, git_sha: str | None, plot_nam
 
     info, table = result["info"], result["table"]
     labels = list(result["checkpoints"])
+    held_out = {"test": "test split: pieces and audiograms never used in training",
+                "val": "validation split: pieces and audiograms never used in training, used to choose models"}
     lines = ["# HAAQI-Net SPL robustness study", "",
-             "HAAQI-Net against HAAQI on held-out items (test split: pieces and audiograms never used in training), "
+             f"HAAQI-Net against HAAQI on held-out items ({held_out.get(info['split'], info['split'] + ' split')}), "
              "each item relabelled with HAAQI at every presentation level. Goal: the worst level's LCC within "
              f"{GOAL_GAP} of the best level's (the paper's accuracy peaked at 65 dB SPL and fell away from it).", "",
              "## Provenance", "",

@@ -58,3 +58,22 @@ def test_spl_study_cli_writes_the_leaderboard_files(toy_teacher, tmp_path):
     assert doc["info"]["n_items"] == 8 and "teacher.pt" in doc["checkpoints"]
     bad = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--spl", "45,150", "--out", str(out)])
     assert bad.exit_code == 2 and "out of range" in bad.output
+
+
+def test_a_study_on_the_validation_split_uses_only_validation_groups(toy_teacher, tmp_path):
+    from haaqinet import data
+
+    folder, teacher = toy_teacher
+    labels = data.load_labels(folder)
+    val_items = set(labels.loc[labels["split"] == "val", "item_id"])
+    res = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--checkpoint", str(teacher), "--split", "val",
+                                   "--n-groups", "5", "--spl", "45,85", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "haaqinet-spl-study.json").read_text())
+    assert doc["info"]["split"] == "val" and doc["info"]["n_items"] == len(val_items) > 0
+    table = pd.read_csv(tmp_path / "haaqinet-spl-study.csv")
+    assert (table.loc[table["severity"] == "all", "n"] == len(val_items)).all()
+    assert "validation split" in (tmp_path / "haaqinet-spl-study.md").read_text()
+    missing = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--checkpoint", str(teacher),
+                                       "--split", "nonsense", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "no labelled nonsense items" in missing.output
