@@ -458,3 +458,47 @@ def test_exact_covariances_by_dots_and_by_fft_agree():
     full = np.correlate(b, a, "full")          # index i <-> lag i - 499
     assert np.allclose(ear_model.exact_covariances(a, b, few), full[few + 499], rtol=1e-12, atol=1e-12)
     assert np.allclose(ear_model.exact_covariances(a, b, many), full[many + 499], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("noise_mode", ["fast", "numpy-legacy"])
+def test_skipping_unused_work_gives_the_same_bits(monkeypatch, noise_mode):
+    """Inaudible envelopes and bands without a heard reference tile skip work; the scores must not change."""
+    rate = 16000
+    rng = _rng(17)
+    t = np.arange(int(0.5 * rate)) / rate
+    reference = 0.1 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 4 * t)) + 0.005 * rng.standard_normal(t.size)
+    procs = [reference * 0.002, reference + 0.02 * rng.standard_normal(t.size), np.roll(reference, 30) * 0.5]
+    kw = dict(reference=reference, processed_list=procs, sample_rate_hz=rate, levels_db_hl=[30, 40, 55, 65, 75, 80],
+              level1_db_spl=60.0, equalisation=1, seed=5, noise=noise_mode)
+    calls = {"quiet": 0, "unheard": 0}
+    inaudible, heard = ear_model._inaudible, ear_model._heard_tiles
+
+    def counting_inaudible(*a, **k):
+        out = inaudible(*a, **k)
+        calls["quiet"] += out
+        return out
+
+    def counting_heard(ms):
+        out = heard(ms)
+        calls["unheard"] += not out
+        return out
+
+    monkeypatch.setattr(ear_model, "_inaudible", counting_inaudible)
+    monkeypatch.setattr(ear_model, "_heard_tiles", counting_heard)
+    skipped = fast.score_many(**kw)
+    assert calls["quiet"] > 0 and calls["unheard"] > 0          # the case exercises both shortcuts
+    monkeypatch.setattr(ear_model, "_inaudible", lambda *a, **k: False)
+    monkeypatch.setattr(ear_model, "_heard_tiles", lambda ms: True)
+    assert fast.score_many(**kw) == skipped
+
+
+def test_inaudible_is_below_zero_db_sl_with_a_margin():
+    env = np.array([0.0, 1e-4, 2e-4])                 # peak at -73.98 dB re 1
+    level1, attn = 60.0, 0.0                          # -> -13.98 dB SL
+    assert ear_model._inaudible(env, level1, attn)
+    assert not ear_model._inaudible(env, level1 + 14.0, attn)
+    edge = 10 ** ((-level1) / 20)                     # exactly 0 dB SL: not below it
+    assert not ear_model._inaudible(np.array([edge]), level1, attn)
+    out = np.empty(3)
+    filters.ihc_db(env, 1, level1, attn, out)        # what the shortcut stands for: zeros after any shift
+    assert np.array_equal(out, np.zeros(3))

@@ -396,6 +396,9 @@ class _FastDraws:
     def processed(self, band: int, out: np.ndarray) -> np.ndarray:
         return self._fill(1, band, out)
 
+    def skip_processed(self, band: int) -> None:
+        """Leave out a band's processed draws (each band has its own stream: nothing to advance)."""
+
 
 class _LegacyDraws:
     """Bands in order: reference band k = draws k*n.., processed band k = draws (32+k)*n.."""
@@ -404,6 +407,7 @@ class _LegacyDraws:
         self.ref = GaussStream(seed)
         self.proc = GaussStream(seed)
         self.proc.skip(n_bands * n)
+        self.n = n
         self.next_ref = self.next_proc = 0
 
     def reference(self, band: int, out: np.ndarray) -> np.ndarray:
@@ -415,6 +419,12 @@ class _LegacyDraws:
         assert band == self.next_proc, "legacy draws must be taken band by band"
         self.next_proc += 1
         return self.proc.fill(out)
+
+    def skip_processed(self, band: int) -> None:
+        """Advance past a band's processed draws without storing them."""
+        assert band == self.next_proc, "legacy draws must be taken band by band"
+        self.next_proc += 1
+        self.proc.skip(self.n)
 
 
 def band_noise(seed, n: int, mode: str = "fast"):
