@@ -439,6 +439,7 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
     cov_power = np.empty((per_pass, n_cov))
     lane_rows, lane_out = np.empty(filters.LANES, dtype=np.int64), np.empty(filters.LANES, dtype=np.int64)
     lane_bw, lane_cf, lane_ms = np.empty(filters.LANES), np.empty(filters.LANES), np.empty(filters.LANES)
+    lane_peak = np.empty(filters.LANES)
     lane_shift = np.empty(filters.LANES, dtype=np.int64)
 
     def load_lanes(group):
@@ -463,15 +464,17 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
         for sig, k, r in chains:                    # outer-hair-cell compression gain
             comp = np.array([level1, ear.attn_ohc_db[k], ear.low_knee_db[k], ear.ratio[k]])
             filters.compression_gain(work[r], peaks[r], comp)
+        quiet = set()
         for group in _lane_calls(chains):          # compressed gammatone filters
             load_lanes(group)
             lane_bw[:] = [bandwidth[r] for _, _, r in group]
             filters.gammatone_compressed_lanes(mids, lane_rows, lane_bw, lane_cf, fs, work, lowpass,
-                                               env, bm, lane_out, lane_ms)
+                                               env, bm, lane_out, lane_ms, lane_peak)
             for j, (sig, k, r) in enumerate(group):
                 outs[sig].mean_env[k] = math.sqrt(lane_ms[j])
+                if _inaudible(lane_peak[j], level1, ear.attn_ihc_db[k]):
+                    quiet.add(r)
         env_delay, bm_delay = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
-        quiet = {r for _, k, r in chains if _inaudible(env[r], level1, ear.attn_ihc_db[k])}
         loaded = set()
 
         def align_envelope(k, r):
@@ -524,15 +527,14 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
     return outs[0], outs[1:], ref_ms
 
 
-def _inaudible(env: np.ndarray, level1: float, attn_ihc_db: float, margin_db: float = 1e-6) -> bool:
-    """Whether every sample of an envelope is below 0 dB SL after the IHC attenuation.
+def _inaudible(peak: float, level1: float, attn_ihc_db: float, margin_db: float = 1e-6) -> bool:
+    """Whether an envelope whose largest value is ``peak`` is below 0 dB SL throughout, after the IHC attenuation.
 
     :func:`.filters.ihc_db` floors such an envelope at 0 throughout, whatever
     its alignment shift (the samples shifted in are silence). ``margin_db``
     covers the rounding of the kernel's logarithm, so the answer never
     depends on it.
     """
-    peak = float(env.max())
     return level1 - attn_ihc_db + 20.0 * math.log10(peak + 1e-30) < -margin_db
 
 

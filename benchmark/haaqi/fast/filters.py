@@ -197,7 +197,7 @@ def compression_gain(x, peak, comp):
 
 @njit(cache=True)
 def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, gain, lowpass,
-                               env, bm, out_rows, ms):
+                               env, bm, out_rows, ms, peak):
     """Four gammatone filters with the outer-hair-cell compression, at once.
 
     Lane j filters ``x[rows[j]]`` (bandwidth ``bandwidth[j]``, centre
@@ -211,6 +211,7 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
         lowpass: [b0, b1, a1] of the one-pole low-pass applied to the gain.
         env, bm: (n_rows, n) outputs, compressed envelope and BM motion.
         ms: float array of 4, mean square of each lane's uncompressed envelope.
+        peak: float array of 4, largest value of each lane's compressed envelope.
     """
     a1, a2, a3, a4, a5, g0, cs, sn = _lane_vectors(_lane_coefficients(bandwidth, centre_hz, sample_rate_hz))
     b0, b1, la1 = vsplat(lowpass[0]), vsplat(lowpass[1]), vsplat(-lowpass[2])
@@ -224,6 +225,7 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
     zi0 = zi1 = zi2 = zi3 = zero
     zg = zero
     total = zero
+    top = zero
     for n in range(n_samples):
         if n > 0:
             c, s = vfma(s, sn, vmul(c, cs)), vfma(s, cs, vneg(vmul(c, sn)))
@@ -238,10 +240,12 @@ def gammatone_compressed_lanes(x, rows, bandwidth, centre_hz, sample_rate_hz, ga
         zg = vfma(la1, gl, vmul(b1, gn))
         ev = vmul(gl, e)
         bv = vmul(gl, b)
+        top = vmax(top, ev)
         _store_lanes(env, o0, o1, o2, o3, n, ev)
         _store_lanes(bm, o0, o1, o2, o3, n, bv)
     for j in range(LANES):
         ms[j] = vget(total, j) / n_samples
+        peak[j] = vget(top, j)
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
