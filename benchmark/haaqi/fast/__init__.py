@@ -9,9 +9,12 @@ and the dB conversion are vectorised loops with :mod:`.vmath`'s log/exp, the
 per-band alignment searches only the +/-100 ms of lags it needs with float32
 block FFTs and recomputes the near-best lags exactly in float64 (so the lag
 is the float64 one: scores are bit-identical to a float64 search), the BM covariance uses float32 lag products and
-skips the tiles HAAQI gives no weight, and :func:`score_many` computes the
-reference side (its filters, FFT spectra, covariance segments and cepstral
-modulation spectra) once for many processed signals.
+skips the tiles HAAQI gives no weight, work whose result is never used is
+skipped (the alignment and adaptation of an envelope below threshold
+throughout, the BM alignment of a band with no heard reference tile; same
+bits), and :func:`score_many` computes the reference side (its filters, FFT
+spectra, covariance segments and cepstral modulation spectra) once for many
+processed signals.
 
 Agreement with pyclarity: with ``noise="numpy-legacy"`` within about 1e-8
 (rounding only: the filters use fused multiply-adds, the BM covariance lags
