@@ -399,10 +399,11 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
     conversion and adaptation are zeros, and its alignment matters only to
     the BM output; a band where no reference tile is above HAAQI's silence
     level gives every BM covariance 0, so its BM alignment and BM output are
-    not computed. The saving depends on the ear and the level: of the 64
+    not computed. The saving depends on the ear and the level. Of the 64
     per-band alignments of a processed signal (the costliest step), music
-    for a moderate loss at 65 dB SPL needs 42, at 55 dB 32, and for normal
-    hearing at 75 dB all 64.
+    for normal hearing at 55 dB SPL needs all 64; for a moderate loss at
+    65 dB, 54 (with the project's unamplified reference, equalisation 2) or
+    58 (NAL-R reference, equalisation 1); for a severe loss at 65 dB, 9.
 
     The threshold noise comes from :func:`.noise.band_noise` (``noise`` and
     ``seed`` as there), drawn band by band in order: every processed signal
@@ -431,12 +432,10 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
     # work rows, one per chain: gain -> dB before adaptation -> BM output; envelope; BM; adapted dB
     work, env, bm, db = (np.empty((rows, n)) for _ in range(4))
     peaks = np.empty((rows, -(-n // filters.GAIN_BLOCK)))
-    # per band of a pass: the reference's envelope search and BM covariance segments
-    env_searches = [LagSearch(n)]
-    env_searches += [LagSearch(n, work=env_searches[0]) for _ in range(per_pass - 1)]
-    bm_search = LagSearch(n, work=env_searches[0])
-    cov_segs = np.empty((per_pass, n_cov, COV_SEGMENT + 2 * COV_MAXLAG), dtype=np.float32)
-    cov_power = np.empty((per_pass, n_cov))
+    env_search = LagSearch(n)
+    bm_search = LagSearch(n, work=env_search)
+    cov_segs = np.empty((n_cov, COV_SEGMENT + 2 * COV_MAXLAG), dtype=np.float32)
+    cov_power = np.empty(n_cov)
     lane_rows, lane_out = np.empty(filters.LANES, dtype=np.int64), np.empty(filters.LANES, dtype=np.int64)
     lane_bw, lane_cf, lane_ms = np.empty(filters.LANES), np.empty(filters.LANES), np.empty(filters.LANES)
     lane_peak = np.empty(filters.LANES)
@@ -475,14 +474,13 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
                 if _inaudible(lane_peak[j], level1, ear.attn_ihc_db[k]):
                     quiet.add(r)
         env_delay, bm_delay = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
-        loaded = set()
+        loaded = [-1]                               # the band whose reference envelope env_search holds
 
         def align_envelope(k, r):
-            j = k - first
-            if j not in loaded:
-                env_searches[j].load(env[j * n_sig])
-                loaded.add(j)
-            env_delay[r] = env_searches[j].delay(env[r])
+            if loaded[0] != k:
+                env_search.load(env[(k - first) * n_sig])
+                loaded[0] = k
+            env_delay[r] = env_search.delay(env[r])
 
         for sig, k, r in chains:                    # envelope alignment of the audible processed envelopes
             if sig and r not in quiet:
@@ -496,10 +494,10 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
             load_lanes(group)
             filters.ihc_adaptation_lanes(work, lane_out, lane_shift, fs, db, lane_out)
         for k in bands:                             # BM output, smoothing, covariance (noise in band order)
-            r0, j = (k - first) * n_sig, k - first
+            r0 = (k - first) * n_sig
             draws.reference(k, ref_noise)
             filters.bm_output(bm[r0], 0, env[r0], 0, db[r0], ref_noise, noise_gain, int(shifts[k]), work[r0])
-            filters.covary_reference(work[r0], cov_windows, COV_MAXLAG, cov_segs[j], cov_power[j], ref_ms[k])
+            filters.covary_reference(work[r0], cov_windows, COV_MAXLAG, cov_segs, cov_power, ref_ms[k])
             heard = _heard_tiles(ref_ms[k])
             if heard:
                 draws.processed(k, proc_noise)      # the same draws for every processed signal
@@ -522,7 +520,7 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
                 bm_delay[r] = bm_search.delay(bm[r])
                 filters.bm_output(bm[r], bm_delay[r], env[r], env_delay[r], db[r], proc_noise, noise_gain,
                                   int(shifts[k]), work[r])
-                filters.covary_processed(cov_segs[j], cov_power[j], ref_ms[k], SILENCE_DB, work[r],
+                filters.covary_processed(cov_segs, cov_power, ref_ms[k], SILENCE_DB, work[r],
                                          cov_windows, outs[sig].covariance[k])
     return outs[0], outs[1:], ref_ms
 
