@@ -3,12 +3,12 @@
 Usage::
 
     python -m benchmark.perf.haaqi_speed [--lengths 5,10,30] [--repeats 3] [--batch 8] [--memory]
-                                         [--levels 20,20,25,35,45,50] [--spl 65]
+                                         [--levels 20,20,25,35,45,50] [--spl 65] [--equalisation 1]
 
 For each length it scores the same 44.1-kHz music-like clip (one ear,
 moderate loss unless ``--levels`` gives other dB HL at 250-6000 Hz, reference
-at 65 dB SPL unless ``--spl``, equalisation 1, raw signals given to both
-implementations) and prints the median time of each implementation and
+at 65 dB SPL unless ``--spl``, equalisation 1 unless ``--equalisation``, raw
+signals given to both implementations) and prints the median time of each implementation and
 their ratio, for single calls and for a batch (``score_many`` of one
 reference against N processed signals, against N pyclarity calls). It also
 measures the first-call cost in fresh subprocesses (numba cache present, and
@@ -74,10 +74,10 @@ def processed_versions(reference: np.ndarray, count: int) -> list[np.ndarray]:
     return out
 
 
-def _kwargs(reference: np.ndarray, levels_db_hl=LEVELS_DB_HL, spl_db: float = SPL_DB) -> dict:
+def _kwargs(reference: np.ndarray, levels_db_hl=LEVELS_DB_HL, spl_db: float = SPL_DB, equalisation: int = 1) -> dict:
     level1 = spl_db - 20 * np.log10(np.sqrt(np.mean(reference ** 2)))
     return dict(sample_rate_hz=RATE_HZ, levels_db_hl=np.asarray(levels_db_hl, dtype=float), level1_db_spl=level1,
-                equalisation=1, seed=0)
+                equalisation=equalisation, seed=0)
 
 
 def run_pyclarity(reference, processed, kw):
@@ -112,12 +112,12 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
 
 
 def time_length(length_s: float, repeats: int, batch: int, batch_repeats: int, levels_db_hl=LEVELS_DB_HL,
-                spl_db: float = SPL_DB) -> dict:
+                spl_db: float = SPL_DB, equalisation: int = 1) -> dict:
     from benchmark.haaqi import fast
 
     reference = music(length_s)
     procs = processed_versions(reference, max(batch, 1))
-    kw = _kwargs(reference, levels_db_hl, spl_db)
+    kw = _kwargs(reference, levels_db_hl, spl_db, equalisation)
     t_py, s_py = _median_time(lambda: run_pyclarity(reference, procs[0], kw), repeats)
     c_py = _CPU["last"]
     t_fast, s_fast = _median_time(lambda: run_fast(reference, procs[0], kw), repeats)
@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", default=",".join(f"{v:g}" for v in LEVELS_DB_HL),
                         help="the ear's dB HL at 250, 500, 1000, 2000, 4000, 6000 Hz (default: moderate loss)")
     parser.add_argument("--spl", type=float, default=SPL_DB, help="reference level, dB SPL")
+    parser.add_argument("--equalisation", type=int, choices=(1, 2), default=1,
+                        help="HAAQI's equalisation: 1 applies NAL-R to the reference, 2 (the project's convention) not")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--levels needs {len(LEVELS_DB_HL)} values (dB HL at 250-6000 Hz)")
 
     # subprocess measurements first: a child's ru_maxrss starts at the parent's RSS
-    results = {"rows": [], "levels_db_hl": levels, "spl_db": args.spl}
+    results = {"rows": [], "levels_db_hl": levels, "spl_db": args.spl, "equalisation": args.equalisation}
     if args.memory:
         results["memory"] = peak_memory(args.memory_length)
     results["first_call"] = first_call_costs()
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'length':>7} {'pyclarity':>10} {'fast':>8} {'ratio':>7} | {'N':>2} {'pyc N calls':>12} "
           f"{'score_many':>11} {'ratio':>7} | HAAQI pyc / fast")
     for length in (float(v) for v in args.lengths.split(",")):
-        row = time_length(length, args.repeats, args.batch, args.batch_repeats, levels, args.spl)
+        row = time_length(length, args.repeats, args.batch, args.batch_repeats, levels, args.spl, args.equalisation)
         results["rows"].append(row)
         batch = (f"{row['batch']:>2} {row['pyclarity_batch_s']:>11.2f}s {row['fast_batch_s']:>10.3f}s "
                  f"{row['batch_ratio']:>6.1f}x" if "batch" in row else " " * 37)
