@@ -260,8 +260,10 @@ def level_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
     lo, hi = recipe["spl_range_db"]
     base = rows[0]["spl_db"]
     choices = [v for v in range(int(lo), int(hi) + 1) if abs(v - base) >= spec["min_step_db"]]
+    if not choices:           # the SPL range has no level far enough from the original
+        return []
     out = []
-    for c in range(1, spec["copies"] + 1 if choices else 1):
+    for c in range(1, spec["copies"] + 1):
         spl = float(choices[int(np.random.default_rng([recipe["seed"], group, 37, c]).integers(len(choices)))])
         out += [{**r, "item_id": f"{r['item_id']}L{c}", "spl_db": spl, "level_copy": c} for r in rows]
     return out

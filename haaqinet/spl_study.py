@@ -2,8 +2,8 @@
 
 The study set is built from a ``make-data`` set's ``test`` split (pieces and audiograms never used in
 training; ``split="val"`` builds one from the validation split instead, for choosing between models without
-looking at the test split): ``n_groups`` seeded groups (all their items: one excerpt, one ear, several conditions), each
-item *relabelled* at every level of ``spls``. An item at level L is the data set's own signal chain with
+looking at the test split): ``n_groups`` seeded groups (all their items: one excerpt, one ear, several
+conditions), each item *relabelled* at every level of ``spls``. An item at level L is the data set's own signal chain with
 the excerpt presented at L dB SPL (:func:`haaqinet.data.synthesise`: degradations, the hearing aid at that
 level, post-aid degradations), labelled with HAAQI against NAL-R of the clean excerpt (equalisation 2,
 the item's HAAQI seed; the project's reference convention, as in ``make-data``). The relabelled set (labels
@@ -212,7 +212,8 @@ def summarise(table, df) -> dict:
 
 
 def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_DB, seed: int = 0,
-              split: str = "test", workers: int = 1, haaqi_backend: str | None = None, device: str = "cpu", progress=None, log=print):
+              split: str = "test", workers: int = 1, haaqi_backend: str | None = None, device: str = "cpu",
+              progress=None, log=print):
     """Build (or load) the study set and evaluate every checkpoint on it.
 
     Returns:
@@ -225,8 +226,8 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
     from haaqinet.model import count_parameters
     from haaqinet.predict import predict_arrays, resolve_checkpoint
 
-    table, x16, info = build_study(data_folder, n_groups=n_groups, spls=spls, seed=seed, split=split, workers=workers,
-                                   haaqi_backend=haaqi_backend, progress=progress, log=log)
+    table, x16, info = build_study(data_folder, n_groups=n_groups, spls=spls, seed=seed, split=split,
+                                   workers=workers, haaqi_backend=haaqi_backend, progress=progress, log=log)
     audiograms = np.asarray(table["audiogram_db_hl"].tolist(), dtype=np.float32)
     spl_in = table["judged_db_spl"].to_numpy(np.float32)
     tables, out = [], {}

@@ -467,7 +467,8 @@ def test_skipping_unused_work_gives_the_same_bits(monkeypatch, noise_mode):
     rate = 16000
     rng = _rng(17)
     t = np.arange(int(0.5 * rate)) / rate
-    reference = 0.1 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 4 * t)) + 0.005 * rng.standard_normal(t.size)
+    reference = (0.1 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 4 * t))
+                 + 0.005 * rng.standard_normal(t.size))
     procs = [reference * 0.002, reference + 0.02 * rng.standard_normal(t.size), np.roll(reference, 30) * 0.5]
     kw = dict(reference=reference, processed_list=procs, sample_rate_hz=rate, levels_db_hl=[30, 40, 55, 65, 75, 80],
               level1_db_spl=60.0, equalisation=1, seed=5, noise=noise_mode)

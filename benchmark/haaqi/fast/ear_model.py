@@ -474,12 +474,13 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
                 if _inaudible(lane_peak[j], level1, ear.attn_ihc_db[k]):
                     quiet.add(r)
         env_delay, bm_delay = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
-        loaded = [-1]                               # the band whose reference envelope env_search holds
+        loaded = -1                                 # the band whose reference envelope env_search holds
 
         def align_envelope(k, r):
-            if loaded[0] != k:
+            nonlocal loaded
+            if loaded != k:
                 env_search.load(env[(k - first) * n_sig])
-                loaded[0] = k
+                loaded = k
             env_delay[r] = env_search.delay(env[r])
 
         for sig, k, r in chains:                    # envelope alignment of the audible processed envelopes
