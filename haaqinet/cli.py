@@ -377,7 +377,8 @@ def spl_study(
             typer.echo(f"  {r.spl_db:>5g} dB SPL  n={r.n:<4} LCC {r.lcc:.4f}  SRCC {r.srcc:.4f}  MSE {r.mse:.5f}")
         s = c["summary"]
         typer.echo(f"  gap best-worst LCC {s['gap']:.4f} (goal <= {s['goal_gap']}: "
-                   f"{'met' if s['goal_met'] else 'missed'})")
+                   f"{'met' if s['goal_met'] else 'missed'}; 95 % interval {s['gap_ci95'][0]:.3f}-"
+                   f"{s['gap_ci95'][1]:.3f}, {100 * s['share_within_goal']:.0f} % of resamples within the goal)")
     typer.echo("wrote " + ", ".join(paths.values()))
 
 

@@ -48,9 +48,10 @@ def test_spl_study_cli_writes_the_leaderboard_files(toy_teacher, tmp_path):
     res = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--checkpoint", str(teacher),
                                    "--n-groups", "2", "--spl", "45,85", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "gap best-worst LCC" in res.output
+    assert "gap best-worst LCC" in res.output and "95 % interval" in res.output
     md = (out / "haaqinet-spl-study.md").read_text()
     assert "bench haaqinet spl-study" in md and "sha256" in md and "haaqinet-spl-study.png" in md
+    assert "gap 95 % interval" in md and "bootstrap resamples of the study's 2 groups" in md
     assert (out / "haaqinet-spl-study.png").stat().st_size > 1000
     table = pd.read_csv(out / "haaqinet-spl-study.csv")
     assert list(table.columns) == list(TABLE_COLUMNS)
@@ -77,3 +78,27 @@ def test_a_study_on_the_validation_split_uses_only_validation_groups(toy_teacher
     missing = CliRunner().invoke(app, ["spl-study", "--data", str(folder), "--checkpoint", str(teacher),
                                        "--split", "nonsense", "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "no labelled nonsense items" in missing.output
+
+
+def _synthetic_study(noise_by_level, n_groups=60, seed=0):
+    """Groups of 4 items at every level; predictions are HAAQI plus noise of a given sd per level."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        base = rng.uniform(0, 1, 4)
+        for level, sd in noise_by_level.items():
+            for k, h in enumerate(base):
+                rows.append({"group": g, "spl_db": float(level), "haaqi": h, "haaqinet": h + rng.normal(0, sd)})
+    return pd.DataFrame(rows)
+
+
+def test_the_gap_interval_separates_a_level_effect_from_sampling_noise():
+    from haaqinet.spl_study import GOAL_GAP, gap_interval
+
+    flat = gap_interval(_synthetic_study({45: 0.1, 65: 0.1, 85: 0.1}), n_boot=300)
+    tilted = gap_interval(_synthetic_study({45: 0.3, 65: 0.1, 85: 0.1}), n_boot=300)
+    assert flat["gap_ci95"][0] < GOAL_GAP < tilted["gap_ci95"][0]
+    assert tilted["share_within_goal"] < 0.05 < flat["share_within_goal"]
+    assert flat["lcc_se"][45.0] > 0 and set(flat["lcc_se"]) == {45.0, 65.0, 85.0}
+    again = gap_interval(_synthetic_study({45: 0.1, 65: 0.1, 85: 0.1}), n_boot=300)
+    assert again == flat                           # seeded: the same study gives the same interval
