@@ -225,10 +225,10 @@ def gap_interval(df, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     2.5 and 97.5 percentiles of the gap (best minus worst level LCC) over
     ``n_boot`` resamples (``gap_ci95``), the standard error of each level's LCC
     (``lcc_se``, by level), and the share of resamples whose gap is within the
-    goal (``share_within_goal``). With a few hundred items per level a level's
-    LCC moves by about 0.01, so the largest of nine such estimates minus the
-    smallest is biased upward: a model whose accuracy did not depend on level
-    would still show a gap.
+    goal (``share_within_goal``). With 50 groups (200 items per level) a
+    level's LCC has a standard error of about 0.02, so the largest of nine such
+    estimates minus the smallest is biased upward: a model whose accuracy did
+    not depend on level would still show a gap.
     """
     spl = df["spl_db"].to_numpy(float)
     h, p = df["haaqi"].to_numpy(float), df["haaqinet"].to_numpy(float)
@@ -328,7 +328,8 @@ def format_markdown(result: dict, *, command: str, git_sha: str | None, plot_nam
     n_boot = next(iter(result["checkpoints"].values()))["summary"]["n_boot"]
     lines += ["", f"The interval comes from {n_boot} bootstrap resamples of the study's {info['n_groups']} groups "
               "(each group whole, at every level). A level's LCC has a standard error of "
-              f"{min(se):.3f}-{max(se):.3f} here, so the best of nine levels minus the worst is biased upward: "
+              f"{min(se):.3f}-{max(se):.3f} here, so the best of {len(info['spls_db'])} levels minus the worst is biased "
+              "upward: "
               "a model whose accuracy did not depend on level would still show a gap. More groups "
               "(`--n-groups`) narrow it."]
     if plot_name:
