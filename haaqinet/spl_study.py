@@ -428,10 +428,10 @@ def _source_state() -> str | None:
 
 def write_outputs(result: dict, out_dir: Path, *, command: str, stem: str = "haaqinet-spl-study") -> dict:
     """``<stem>.md``, ``.png``, ``.csv`` (long table) and ``.json`` (summaries and provenance) in ``out_dir``."""
+    sha = _source_state()           # before writing: the outputs may be tracked files themselves
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot(result, out_dir / f"{stem}.png")
-    sha = _source_state()
     (out_dir / f"{stem}.md").write_text(format_markdown(result, command=command, git_sha=sha, plot_name=png.name),
                                        encoding="utf-8")
     result["table"].to_csv(out_dir / f"{stem}.csv", index=False, float_format="%.5f")
