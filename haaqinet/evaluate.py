@@ -5,7 +5,8 @@
 ``split``, ``spl_db``, ``severity``, ``condition``) the museval way: overall, per
 split, per split and SPL band (5-dB bands centred on 45, 50, ..., 85 dB SPL), per
 split and WHO severity grade, plus the predictions for clean music through NAL-R
-(condition ``nalr`` with a label of at least 0.99).
+(condition ``nalr`` with a label of at least 0.99), and per split where the squared error comes from
+(:func:`error_sources`: per degradation kind and per clean aid).
 :func:`evaluate` runs a checkpoint over a data set's splits and returns the
 report and the per-item predictions.
 """
@@ -67,8 +68,35 @@ def report(df, *, splits=EVAL_SPLITS) -> dict:
                                         "pred_mean": float(clean["haaqinet"].mean()),
                                         "pred_min": float(clean["haaqinet"].min()),
                                         "share_ge_0.9": float((clean["haaqinet"] >= 0.9).mean())}
+    if "kinds" in df.columns and "aid" in df.columns:
+        out["per_kind"] = {split: error_sources(df[df["split"] == split]) for split in out["per_split"]}
     out["targets"] = check_targets(out)
     return out
+
+
+def error_sources(df) -> list[dict]:
+    """Where the squared error of a split comes from: one row per degradation kind and per clean aid.
+
+    An item counts under every kind in its chain (so shares of kinds overlap);
+    items with no degradation count under ``clean <aid>``. Each row: n, HAAQI
+    and predicted means, bias (predicted minus HAAQI), LCC, MSE and the
+    row's share of the split's squared error; largest share first.
+    """
+    sq = (df["haaqinet"] - df["haaqi"]) ** 2
+    total = float(sq.sum()) or 1.0
+    groups = {}
+    for i, (kinds, aid) in enumerate(zip(df["kinds"], df["aid"])):
+        for name in (list(kinds) if len(kinds) else [f"clean {aid}"]):
+            groups.setdefault(name, []).append(i)
+    rows = []
+    for name, idx in groups.items():
+        g = df.iloc[idx]
+        m = agreement(g["haaqi"], g["haaqinet"])
+        rows.append({"group": name, "n": m["n"], "haaqi_mean": float(g["haaqi"].mean()),
+                     "pred_mean": float(g["haaqinet"].mean()),
+                     "bias": float((g["haaqinet"] - g["haaqi"]).mean()), "lcc": m["lcc"], "mse": m["mse"],
+                     "share_of_squared_error": float(sq.iloc[idx].sum()) / total})
+    return sorted(rows, key=lambda r: -r["share_of_squared_error"])
 
 
 def check_targets(rep: dict) -> list[dict]:
@@ -109,6 +137,12 @@ def format_report(rep: dict) -> str:
                   "predicted min | share >= 0.9 |", "|---|---|---|---|---|---|"]
         parts += [f"| {s} | {c['n']} | {c['haaqi_mean']:.4f} | {c['pred_mean']:.4f} | {c['pred_min']:.4f} | "
                   f"{c['share_ge_0.9']:.3f} |" for s, c in rep["clean_nalr"].items()]
+    for split, rows in rep.get("per_kind", {}).items():
+        parts += [f"\n### Where the error comes from, {split} (per degradation kind; clean = aid only)",
+                  "| group | n | HAAQI mean | predicted mean | bias | LCC | MSE | share of squared error |",
+                  "|---|---|---|---|---|---|---|---|"]
+        parts += [f"| {r['group']} | {r['n']} | {r['haaqi_mean']:.3f} | {r['pred_mean']:.3f} | {r['bias']:+.3f} | "
+                  f"{r['lcc']:.3f} | {r['mse']:.4f} | {100 * r['share_of_squared_error']:.1f} % |" for r in rows]
     parts += ["\n### Targets", "| target | value | met |", "|---|---|---|"]
     parts += [f"| {t['target']} | {t['value']:.4f} | {'yes' if t['met'] else 'NO'} |" for t in rep["targets"]]
     return "\n".join(parts)

@@ -53,10 +53,26 @@ def test_evaluate_reports_every_statistic(trained, tmp_path):
                                    "--predictions", str(tmp_path / "pred.csv")])
     assert res.exit_code == 0, res.output
     assert "Per SPL band" in res.output and "Per severity" in res.output and "Targets" in res.output
+    assert "Where the error comes from, test" in res.output
     rep = json.loads(out.read_text())
     assert set(rep["overall"]) == {"n", "lcc", "srcc", "mse", "kendall"}
     pred = pd.read_csv(tmp_path / "pred.csv")
     assert pred["haaqinet"].between(0, 1).all() and len(pred) == rep["overall"]["n"]
+
+
+def test_error_sources_split_the_squared_error_by_kind_and_clean_aid():
+    from haaqinet.evaluate import error_sources
+
+    df = pd.DataFrame({"kinds": [["level"], [], ["level", "tilt"], [], []],
+                       "aid": ["nalr", "nalr", "nalr", "camfit-wdrc", "nalr"],
+                       "haaqi": [0.5, 1.0, 0.4, 0.8, 1.0], "haaqinet": [0.8, 0.9, 0.5, 0.8, 0.9]})
+    rows = {r["group"]: r for r in error_sources(df)}
+    assert set(rows) == {"level", "tilt", "clean nalr", "clean camfit-wdrc"}
+    total = 0.09 + 0.01 + 0.01 + 0.0 + 0.01
+    assert rows["level"]["n"] == 2 and abs(rows["level"]["share_of_squared_error"] - 0.10 / total) < 1e-12
+    assert abs(rows["clean nalr"]["bias"] + 0.1) < 1e-12 and rows["clean camfit-wdrc"]["mse"] == 0.0
+    shares = [r["share_of_squared_error"] for r in error_sources(df)]
+    assert shares == sorted(shares, reverse=True)
 
 
 def _write(path, x, rate):
