@@ -54,10 +54,7 @@ def score_group(reference: str | Path, processed: list[str | Path], *, audiogram
 
     The reference is read once and every ear is scored with one
     :func:`benchmark.haaqi.score_many` call, which gives each file the score it
-    gets alone. The threshold-noise seed depends on the reference file's name
-    and the ear only, so every file judged against one reference shares the
-    noise draws (as the processors of a ``bench run`` trial do), and a file
-    scores the same alone or in any group.
+    gets alone; seeds as in the module docstring.
 
     Returns:
         Per processed file, in order: its rows (one dict per ear, ``seconds``
@@ -77,7 +74,7 @@ def score_group(reference: str | Path, processed: list[str | Path], *, audiogram
     for i, path in enumerate(processed):
         try:
             proc = _matching(reference, ref, ref_rate, path)
-            for ch in range(len(ears)):
+            for ch in range(len(ears)):     # the usual failures here, so that they do not break up the batch
                 haaqi.check_pair(ref[ch], proc[ch])
             signals[i] = proc
             results.append([])
@@ -86,35 +83,40 @@ def score_group(reference: str | Path, processed: list[str | Path], *, audiogram
     version = haaqi.backend_version(backend)
     for ch, ear in enumerate(ears):
         todo = [i for i in signals if not isinstance(results[i], BenchError)]
+        if not todo:
+            break
         s = seed if seed is not None else seed_of("pair", Path(reference).name, ear)
-        kwargs = dict(sample_rate_hz=ref_rate, audiogram=audiogram, level1_db_spl=calibration.level1_db_spl,
-                      equalisation=equalisation, seed=s, backend=backend)
         t0 = time.perf_counter()
-        try:
-            scores = haaqi.score_many(ref[ch], [signals[i][ch] for i in todo], **kwargs) if todo else []
-        except BenchError:
-            if len(todo) == 1:
-                raise
-            scores = None               # find the file that fails: score each alone
-        if scores is None:
-            for i in todo:
-                t0 = time.perf_counter()
-                try:
-                    result = haaqi.score_many(ref[ch], [signals[i][ch]], **kwargs)[0]
-                except BenchError as exc:
-                    results[i] = exc
-                    continue
-                results[i].append(_ear_row(reference, processed[i], ear, result, time.perf_counter() - t0, version))
-            continue
-        share = (time.perf_counter() - t0) / max(len(todo), 1)
-        for i, result in zip(todo, scores):
-            results[i].append(_ear_row(reference, processed[i], ear, result, share, version))
+        scores = _score_each(ref[ch], [signals[i][ch] for i in todo], sample_rate_hz=ref_rate, audiogram=audiogram,
+                             level1_db_spl=calibration.level1_db_spl, equalisation=equalisation, seed=s,
+                             backend=backend)
+        share = (time.perf_counter() - t0) / len(todo)
+        for i, score in zip(todo, scores):
+            if isinstance(score, BenchError):
+                results[i] = score
+            else:
+                results[i].append({"reference": str(reference), "processed": str(processed[i]), "ear": ear,
+                                   "haaqi": score.haaqi, "seconds": share, "backend": version})
     return results
 
 
-def _ear_row(reference, processed, ear: str, result, seconds: float, version: str) -> dict:
-    return {"reference": str(reference), "processed": str(processed), "ear": ear, "haaqi": result.haaqi,
-            "seconds": seconds, "backend": version}
+def _score_each(reference: np.ndarray, processed: list[np.ndarray], **kwargs) -> list:
+    """:func:`benchmark.haaqi.score_many`; if the batch fails, each signal alone, so only a failing one fails.
+
+    Returns a score or the :class:`BenchError` per processed signal.
+    """
+    try:
+        return haaqi.score_many(reference, processed, **kwargs)
+    except BenchError as exc:
+        if len(processed) == 1:
+            return [exc]
+    out = []
+    for p in processed:
+        try:
+            out.append(haaqi.score_many(reference, [p], **kwargs)[0])
+        except BenchError as exc:
+            out.append(exc)
+    return out
 
 
 def _matching(reference, ref: np.ndarray, ref_rate: int, path) -> np.ndarray:
