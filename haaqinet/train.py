@@ -54,6 +54,7 @@ class TrainConfig:
     workers: int = 1
     high_weight: float = 0.0
     ema: float = 0.0            # > 0: validate and keep an exponential moving average of the weights
+    init: str | None = None     # warm start: a checkpoint (path or name) whose architecture and weights are the start
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -74,11 +75,52 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _arrays(folder, df, workers):
+FEATURE_CHUNK = 4096   # items whose waveforms are held at once while their front-end features are computed
+
+
+def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
+    """(inputs, audiograms, judged levels, labels) of ``df``'s items. With a ``model`` whose front end has a
+    fixed first stage (``precompute``), the inputs are its features, computed :data:`FEATURE_CHUNK` items at a
+    time so that the waveforms of a large set are never all in memory (62,000 4-s items: 16 GB)."""
     from haaqinet import data
 
-    return (data.model_inputs(folder, df, workers=workers), data.audiogram_array(df),
-            df["judged_db_spl"].to_numpy(np.float32), df["haaqi"].to_numpy(np.float32))
+    audiograms, spl = data.audiogram_array(df), df["judged_db_spl"].to_numpy(np.float32)
+    labels = df["haaqi"].to_numpy(np.float32)
+    if model is None or not hasattr(model.frontend, "precompute"):
+        return data.model_inputs(folder, df, workers=workers), audiograms, spl, labels
+    parts = []
+    for i in range(0, len(df), FEATURE_CHUNK):
+        sl = slice(i, i + FEATURE_CHUNK)
+        waves = data.model_inputs(folder, df.iloc[sl], workers=workers)
+        parts.append(precompute_features(model, waves, audiograms[sl], spl[sl], device=device))
+    features = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return features, audiograms, spl, labels
+
+
+def initial_model(cfg: TrainConfig):
+    """The model training starts from, and the warm start's provenance (None without ``cfg.init``).
+
+    With ``cfg.init`` the architecture and weights are the checkpoint's; asking for another front end or
+    model options as well is an error rather than silently ignored.
+    """
+    from haaqinet.model import HAAQINet
+
+    if cfg.init is None:
+        return HAAQINet(frontend=cfg.frontend, frontend_args=cfg.frontend_args, **cfg.model_args), None
+    from haaqinet.checkpoint import load_checkpoint
+    from haaqinet.predict import resolve_checkpoint
+
+    if cfg.frontend_args or cfg.model_args:
+        raise BenchError("--init takes the architecture from the checkpoint; leave out --frontend-arg and "
+                         "--model-arg")
+    path = resolve_checkpoint(cfg.init)
+    if not path.is_file():
+        raise BenchError(f"the checkpoint to start from does not exist: {path}")
+    model = load_checkpoint(path)
+    if model.model_args.get("frontend") != cfg.frontend:
+        raise BenchError(f"--init {path.name} has the {model.model_args.get('frontend')!r} front end, not "
+                         f"{cfg.frontend!r}; pass --frontend {model.model_args.get('frontend')}")
+    return model, {"path": str(path), "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
 
 
 def precompute_features(model, waveforms, audiograms, spl_db, *, batch_size: int = 128, device: str = "cpu",
@@ -175,8 +217,11 @@ def _lr_lambda(cfg: TrainConfig, plan: dict):
     return f
 
 
-def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> dict:
-    """Train ``model`` in place; returns the history (loss and validation metrics per epoch)."""
+def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, keep_start: bool = False) -> dict:
+    """Train ``model`` in place; returns the history (loss and validation metrics per epoch).
+
+    ``keep_start`` (a warm start): the starting weights are validated first and kept unless an epoch beats them.
+    """
     import torch
 
     from haaqinet.evaluate import agreement
@@ -197,7 +242,19 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, plan))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     ema = weight_average(model, cfg.ema)
+    def validate(judged):
+        if use_features:
+            pred = predict_features(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+        else:
+            pred = predict_arrays(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+        return agreement(val_arrays[3], pred)
+
     stopper, history = EarlyStopping(cfg.patience, cfg.max_seconds, log), []
+    if keep_start:
+        start = validate(model)
+        stopper.best, stopper.best_state = start["mse"], copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_loss": None, "val": start, "seconds": 0.0})
+        log(f"start: val MSE {start['mse']:.5f} LCC {start['lcc']:.4f} SRCC {start['srcc']:.4f}")
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
@@ -225,11 +282,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info) -> d
                 ema.update_parameters(model)
             total += float(loss.detach()) * len(idx)
         judged = model if ema is None else ema.module
-        if use_features:
-            pred = predict_features(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
-        else:
-            pred = predict_arrays(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
-        val = agreement(val_arrays[3], pred)
+        val = validate(judged)
         elapsed = time.perf_counter() - t0
         if epoch == 0 and cfg.max_seconds is not None:  # fit the cosine decay into the time limit
             planned = min(cfg.epochs, max(2, int(cfg.max_seconds / elapsed)))
@@ -255,7 +308,6 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     from haaqinet import data
     from haaqinet.checkpoint import save_checkpoint
     from haaqinet.evaluate import EVAL_SPLITS, evaluate
-    from haaqinet.model import HAAQINet
 
     t_start = time.perf_counter()
     recipe = data.read_recipe(data_folder)
@@ -266,19 +318,16 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     if len(val_df) == 0:
         log("no validation items: early stopping on a 10 % slice of the training items")
         val_df = train_df.sample(max(1, len(train_df) // 10), random_state=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, init = initial_model(cfg)
+    model = model.to(cfg.device)
     log(f"{len(train_df)} training and {len(val_df)} validation items; caching inputs")
     t0 = time.perf_counter()
-    train_arrays = _arrays(data_folder, train_df, cfg.workers)
-    val_arrays = _arrays(data_folder, val_df, cfg.workers)
-    log(f"inputs ready in {time.perf_counter() - t0:.0f} s")
-    torch.manual_seed(cfg.seed)
-    model = HAAQINet(frontend=cfg.frontend, frontend_args=cfg.frontend_args, **cfg.model_args).to(cfg.device)
-    if hasattr(model.frontend, "precompute"):  # cache the fixed front-end features: epochs take seconds
-        t0 = time.perf_counter()
-        train_arrays = (precompute_features(model, *train_arrays[:3], device=cfg.device),) + train_arrays[1:]
-        val_arrays = (precompute_features(model, *val_arrays[:3], device=cfg.device),) + val_arrays[1:]
-        log(f"front-end features ready in {time.perf_counter() - t0:.0f} s")
-    history = fit(model, train_arrays, val_arrays, cfg, log=log)
+    train_arrays = _arrays(data_folder, train_df, cfg.workers, model=model, device=cfg.device)
+    val_arrays = _arrays(data_folder, val_df, cfg.workers, model=model, device=cfg.device)
+    kind = "front-end features" if np.ndim(train_arrays[0]) == 3 else "inputs"
+    log(f"{kind} ready in {time.perf_counter() - t0:.0f} s")
+    history = fit(model, train_arrays, val_arrays, cfg, log=log, keep_start=init is not None)
     save_checkpoint(out_path, model, metrics={"history": history}, extra={"training": cfg.as_dict()})  # in case
     model = model.cpu().eval() if cfg.device != "cpu" else model.eval()
     rep, _ = evaluate(model.to(cfg.device), data_folder, splits=eval_splits or EVAL_SPLITS, device=cfg.device,
@@ -292,7 +341,7 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
                  "labels": data.summarise(data.load_labels(data_folder, ok_only=False)),
                  "recipe": {k: v for k, v in recipe.items() if k != "sources"},
                  "n_sources": len(recipe["sources"])},
-        "training": cfg.as_dict(), "training_seconds": round(time.perf_counter() - t_start, 1),
+        "training": cfg.as_dict(), "init": init, "training_seconds": round(time.perf_counter() - t_start, 1),
         "hardware": hardware(cfg.device),
         "source_commit": os.environ.get("HAAQINET_GIT_SHA"),
     }

@@ -46,6 +46,47 @@ def test_checkpoint_sidecar_describes_the_training(trained):
     assert len(side["metrics"]["history"]["epochs"]) == 2
 
 
+def _weights(path):
+    from haaqinet.checkpoint import load_checkpoint, weights_fingerprint
+
+    return weights_fingerprint(load_checkpoint(path))
+
+
+def test_a_warm_start_keeps_its_weights_unless_an_epoch_beats_them(trained, tmp_path):
+    folder, ckpt, _ = trained
+    runner = CliRunner()
+    frozen = tmp_path / "frozen.pt"    # lr 0: no epoch can beat the start, so the start is what is saved
+    res = runner.invoke(app, ["train", "--data", str(folder), "--init", str(ckpt), "--out", str(frozen),
+                              "--epochs", "1", "--batch-size", "4", "--lr", "0"])
+    assert res.exit_code == 0, res.output
+    assert _weights(frozen) == _weights(ckpt)
+    side = json.loads((tmp_path / "frozen.pt.json").read_text())
+    assert side["extra"]["init"]["path"] == str(ckpt) and len(side["extra"]["init"]["sha256_12"]) == 12
+    epochs = side["metrics"]["history"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1] and epochs[0]["train_loss"] is None
+    assert side["model_args"] == json.loads((ckpt.parent / (ckpt.name + ".json")).read_text())["model_args"]
+    moved = tmp_path / "moved.pt"      # large steps: the start is kept exactly when no epoch beat its val MSE
+    res = runner.invoke(app, ["train", "--data", str(folder), "--init", str(ckpt), "--out", str(moved),
+                              "--epochs", "2", "--batch-size", "4", "--lr", "0.5", "--warmup-steps", "1"])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "moved.pt.json").read_text())
+    start, *later = [e["val"]["mse"] for e in side["metrics"]["history"]["epochs"]]
+    assert (_weights(moved) == _weights(ckpt)) == (min(later) >= start)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--init", "nope.pt"], "does not exist"),
+    (["--model-arg", "lstm_hidden=4"], "takes the architecture from the checkpoint"),
+    (["--frontend", "mel"], "pass --frontend auditory"),
+])
+def test_a_warm_start_with_a_bad_checkpoint_or_clashing_options_fails_clearly(trained, tmp_path, extra, message):
+    folder, ckpt, _ = trained
+    args = ["train", "--data", str(folder), "--out", str(tmp_path / "x.pt"), "--epochs", "1"]
+    res = CliRunner().invoke(app, args + (extra if extra[0] == "--init" else ["--init", str(ckpt), *extra]))
+    assert res.exit_code != 0 and message in res.output
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_evaluate_reports_every_statistic(trained, tmp_path):
     folder, ckpt, _ = trained
     out = tmp_path / "rep.json"
