@@ -98,13 +98,18 @@ def grow(
     level_copies: Optional[int] = typer.Option(None, help="Copies of every training item at other levels."),
     level_copies_to: Optional[int] = typer.Option(None, help="Copy the training items of groups below this "
                                                   "[default: all]."),
+    edge_copies: Optional[int] = typer.Option(None, help="Copies of every training item at levels up to 10 dB "
+                                              "outside the recipe's SPL range, so its ends are not edges."),
+    edge_copies_to: Optional[int] = typer.Option(None, help="Edge-copy the training items of groups below this "
+                                                 "[default: all]."),
 ) -> None:
     """Grow a data set without relabelling it: more groups, denoiser aids, level copies; then run make-data."""
     from haaqinet import data as data_mod
 
     try:
         recipe = data_mod.grow(data, out, n_groups=groups, denoiser_share=denoiser_share,
-                               level_copies=level_copies, level_copies_to=level_copies_to)
+                               level_copies=level_copies, level_copies_to=level_copies_to,
+                               edge_copies=edge_copies, edge_copies_to=edge_copies_to)
     except BenchError as exc:
         _fail(exc)
     typer.echo(f"wrote {out}: {recipe['n_groups']} groups; the labels of {data} are kept. Label the new items "

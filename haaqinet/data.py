@@ -242,6 +242,44 @@ def level_copies_spec(copies: int, from_group: int = 0, to_group: int | None = N
             "to_group": None if to_group is None else int(to_group), "min_step_db": float(min_step_db)}
 
 
+EDGE_WIDTH_DB = 10   # edge copies are judged up to this far beyond either end of the recipe's SPL range
+
+
+def edge_copies_spec(copies: int, from_group: int = 0, to_group: int | None = None) -> dict:
+    """The recipe entry (key ``edge_copies``) that relabels each training item of groups
+    ``from_group``..``to_group - 1`` at ``copies`` levels just outside the recipe's SPL range
+    (:func:`edge_copy_rows`)."""
+    if copies < 1:
+        raise BenchError(f"edge copies must be 1 or more, got {copies}")
+    return {"copies": int(copies), "from_group": int(from_group),
+            "to_group": None if to_group is None else int(to_group), "width_db": EDGE_WIDTH_DB}
+
+
+def edge_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
+    """Copies of a training group's items judged just outside the recipe's SPL range (recipe key ``edge_copies``).
+
+    Why: a model fitted to levels drawn from ``lo``..``hi`` sees the ends of that range from one side only
+    and regresses there towards the middle; with levels lo - width..lo - 1 and hi + 1..hi + width in the
+    training data, ``lo`` and ``hi`` are inside what it has learnt. Copy ``c`` draws one of those integer
+    levels for the group with ``np.random.default_rng([seed, group, 41, c])`` (below and above the range
+    equally likely); its id is the item's with ``E<c>`` appended. Only the ``train`` split gets copies, so
+    the evaluation splits stay within the range.
+    """
+    spec = recipe.get("edge_copies")
+    if not spec or not rows or rows[0]["split"] != "train" or group < spec["from_group"]:
+        return []
+    if spec.get("to_group") is not None and group >= spec["to_group"]:
+        return []
+    lo, hi = recipe["spl_range_db"]
+    width = int(spec["width_db"])
+    choices = list(range(int(lo) - width, int(lo))) + list(range(int(hi) + 1, int(hi) + width + 1))
+    out = []
+    for c in range(1, spec["copies"] + 1):
+        spl = float(choices[int(np.random.default_rng([recipe["seed"], group, 41, c]).integers(len(choices)))])
+        out += [{**r, "item_id": f"{r['item_id']}E{c}", "spl_db": spl, "edge_copy": c} for r in rows]
+    return out
+
+
 def level_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
     """Copies of a training group's items at other presentation levels (recipe key ``level_copies``).
 
@@ -310,7 +348,7 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
             "aid": cond["aid"], "kinds": condition_kinds(cond), "steps": cond,
             "seed_haaqi": seed_haaqi, "seed_noise": [seed, group, k, 29],
         })
-    return rows + level_copy_rows(recipe, group, rows)
+    return rows + level_copy_rows(recipe, group, rows) + edge_copy_rows(recipe, group, rows)
 
 
 def recipe_source(recipe: dict, source_id: str) -> dict:
@@ -487,12 +525,15 @@ def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_
 
 
 def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
-                 level_copies: int | None = None, level_copies_to: int | None = None) -> dict:
+                 level_copies: int | None = None, level_copies_to: int | None = None,
+                 edge_copies: int | None = None, edge_copies_to: int | None = None) -> dict:
     """``recipe`` grown without changing any item it already defines.
 
     ``n_groups``: more groups (never fewer). ``denoiser_share``: denoiser aids for the new groups only (a
     recipe that has them keeps them). ``level_copies``: copies of the training items of groups
     0..``level_copies_to`` - 1 (default: every group); an existing entry may only gain copies or groups.
+    ``edge_copies``: copies at levels just outside the SPL range (:func:`edge_copy_rows`) of the training
+    items of groups 0..``edge_copies_to`` - 1; the same rule.
     """
     out = json.loads(json.dumps(recipe))
     old_groups = recipe["n_groups"]
@@ -520,6 +561,14 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
                                  f"{before.get('to_group')} {before['copies']} time(s); a grown recipe may only "
                                  "add copies or groups")
         out["level_copies"] = spec
+    if edge_copies is not None:
+        spec = edge_copies_spec(edge_copies, 0, out["n_groups"] if edge_copies_to is None else edge_copies_to)
+        before = recipe.get("edge_copies")
+        if before is not None and (spec["copies"] < before["copies"] or (spec["to_group"] or math.inf)
+                                   < (before.get("to_group") or math.inf) or spec["width_db"] != before["width_db"]):
+            raise BenchError(f"the recipe already has {before['copies']} edge copies of groups below "
+                             f"{before.get('to_group')}; a grown recipe may only add copies or groups")
+        out["edge_copies"] = spec
     return out
 
 

@@ -99,14 +99,14 @@ def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
 
 
 def level_partners(item_ids) -> np.ndarray:
-    """For every item, the index of another level of the same audio (its level copies, ids ``<id>L<c>``;
-    :func:`haaqinet.data.level_copy_rows`), or -1. The versions of one item form a cycle (original -> L1 ->
+    """For every item, the index of another level of the same audio (its level and edge copies, ids
+    ``<id>L<c>`` and ``<id>E<c>``; :func:`haaqinet.data.level_copy_rows`), or -1. The versions of one item form a cycle (original -> L1 ->
     L2 -> original), so every version has one partner and the pairs cover every version."""
     import re
 
     members: dict[str, list[int]] = {}
     for i, item in enumerate(item_ids):
-        members.setdefault(re.sub(r"L\d+$", "", str(item)), []).append(i)
+        members.setdefault(re.sub(r"[LE]\d+$", "", str(item)), []).append(i)
     out = np.full(len(item_ids), -1, dtype=np.int64)
     for idx in members.values():
         if len(idx) > 1:

@@ -179,6 +179,34 @@ def test_level_copies_add_training_items_at_other_levels_only(tmp_path):
         data.level_copies_spec(-1)
 
 
+def test_edge_copies_judge_training_items_just_outside_the_level_range(tmp_path):
+    folder, recipe = _toy(tmp_path, n_items=400)
+    grown = data.grown_recipe({**recipe, "level_copies": data.level_copies_spec(1, to_group=50)},
+                              edge_copies=1, edge_copies_to=60)
+    pool = data.pools(recipe)
+    levels = []
+    for g in range(100):
+        plain = data.group_items({**recipe, "level_copies": data.level_copies_spec(1, to_group=50)}, g, pool)
+        after = data.group_items(grown, g, pool)
+        assert after[:len(plain)] == plain                        # drawn items and level copies never change
+        copies = after[len(plain):]
+        if plain[0]["split"] != "train" or g >= 60:
+            assert copies == []
+            continue
+        assert [r["item_id"] for r in copies] == [f"{b['item_id']}E1" for b in plain[:4]]
+        level = copies[0]["spl_db"]
+        assert len({r["spl_db"] for r in copies}) == 1 and (35 <= level < 45 or 85 < level <= 95)
+        levels.append(level)
+        drop = ("item_id", "spl_db", "edge_copy")
+        assert [{k: v for k, v in r.items() if k not in drop} for r in copies] == \
+            [{k: v for k, v in b.items() if k not in drop} for b in plain[:4]]
+    assert any(v < 45 for v in levels) and any(v > 85 for v in levels)
+    with pytest.raises(BenchError, match="may only add"):
+        data.grown_recipe(grown, edge_copies=1, edge_copies_to=30)
+    with pytest.raises(BenchError, match="edge copies must be"):
+        data.edge_copies_spec(0)
+
+
 def test_a_grown_recipe_labels_only_its_new_items_each_at_its_own_level(tmp_path):
     folder, recipe = _toy(tmp_path, n_items=8)
     data.make_data(folder, workers=1)
