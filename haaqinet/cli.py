@@ -132,8 +132,6 @@ def train(
     warmup_steps: int = typer.Option(300, help="Steps of linear learning-rate warm-up."),
     ema: float = typer.Option(0.0, help="Validate and keep an exponential moving average of the weights "
                               "with this decay per step (e.g. 0.995; 0: off)."),
-    pair_weight: float = typer.Option(0.0, help="Weight of the level-contrast loss over level copies (the "
-                                      "predicted change between two levels of one item against HAAQI's); 0: off."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (path, default or student): its "
                                        "architecture and weights; e.g. to continue training on a grown data set."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
@@ -148,7 +146,7 @@ def train(
         cfg = TrainConfig(frontend=frontend, frontend_args=_kv(frontend_arg), model_args=_kv(model_arg),
                           epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds,
                           crop_s_min=crop_s_min, weight_decay=weight_decay, warmup_steps=warmup_steps, ema=ema,
-                          device=device, workers=workers, seed=seed, init=init, pair_weight=pair_weight)
+                          device=device, workers=workers, seed=seed, init=init)
         _, metrics = run_training(data, out, cfg, log=_echo)
     except BenchError as exc:
         _fail(exc)

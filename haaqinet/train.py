@@ -54,7 +54,6 @@ class TrainConfig:
     workers: int = 1
     high_weight: float = 0.0
     ema: float = 0.0            # > 0: validate and keep an exponential moving average of the weights
-    pair_weight: float = 0.0    # > 0: add the level-contrast loss over level copies (:func:`level_partners`)
     init: str | None = None     # warm start: a checkpoint (path or name) whose architecture and weights are the start
 
     def as_dict(self) -> dict:
@@ -96,29 +95,6 @@ def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
         parts.append(precompute_features(model, waves, audiograms[sl], spl[sl], device=device))
     features = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return features, audiograms, spl, labels
-
-
-def level_partners(item_ids) -> np.ndarray:
-    """For every item, the index of another level of the same audio (its level and edge copies, ids
-    ``<id>L<c>`` and ``<id>E<c>``; :func:`haaqinet.data.level_copy_rows`), or -1. The versions of one item form a cycle (original -> L1 ->
-    L2 -> original), so every version has one partner and the pairs cover every version."""
-    import re
-
-    members: dict[str, list[int]] = {}
-    for i, item in enumerate(item_ids):
-        members.setdefault(re.sub(r"[LE]\d+$", "", str(item)), []).append(i)
-    out = np.full(len(item_ids), -1, dtype=np.int64)
-    for idx in members.values():
-        if len(idx) > 1:
-            out[idx] = np.roll(idx, -1)
-    return out
-
-
-def pair_loss(clip_a, clip_b, target_a, target_b):
-    """The level-contrast loss: squared error of the predicted change between two levels of the same audio
-    against HAAQI's change, ``mean(((a - b) - (y_a - y_b))^2)``. It targets what the per-item loss only
-    reaches indirectly: how quality moves with the presentation level for one ear and one signal."""
-    return ((clip_a - clip_b) - (target_a - target_b)).square().mean()
 
 
 def initial_model(cfg: TrainConfig):
@@ -241,13 +217,10 @@ def _lr_lambda(cfg: TrainConfig, plan: dict):
     return f
 
 
-def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, keep_start: bool = False,
-        partners=None) -> dict:
+def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, keep_start: bool = False) -> dict:
     """Train ``model`` in place; returns the history (loss and validation metrics per epoch).
 
     ``keep_start`` (a warm start): the starting weights are validated first and kept unless an epoch beats them.
-    ``partners`` (:func:`level_partners` of the training items) with ``cfg.pair_weight`` > 0: each batch also
-    runs the partners of its items and adds ``pair_weight`` x :func:`pair_loss`.
     """
     import torch
 
@@ -262,12 +235,6 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
     n = len(y)
     if n == 0:
         raise BenchError("no training items")
-    mates = None
-    if cfg.pair_weight:
-        if partners is None or not np.any(np.asarray(partners) >= 0):
-            raise BenchError("--pair-weight needs level copies of the training items (make-data --level-copies "
-                             "or grow --level-copies)")
-        mates = torch.as_tensor(np.asarray(partners), device=device)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -294,11 +261,6 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
             idx = idx.to(device)
-            own = len(idx)
-            if mates is not None:   # the batch's items, then a partner level of those that have one
-                has = mates[idx] >= 0
-                src, dst = idx[has], mates[idx][has]
-                idx = torch.cat([idx, dst])
             xb = x[idx].float() if use_features else x[idx]
             if cfg.crop_s_min is not None:  # random excerpt of the item (one length per batch), same label
                 per_s = model.frontend.sample_rate_hz / model.frontend.HOP if use_features else 16000
@@ -310,9 +272,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
                 clip, frames = model(None, a[idx], s[idx], features=xb)
             else:
                 clip, frames = model(xb, a[idx], s[idx])
-            loss = haaqinet_loss(clip[:own], frames[:own], y[idx[:own]], high_weight=cfg.high_weight)
-            if mates is not None and len(src):
-                loss = loss + cfg.pair_weight * pair_loss(clip[:own][has], clip[own:], y[src], y[dst])
+            loss = haaqinet_loss(clip, frames, y[idx], high_weight=cfg.high_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -320,7 +280,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
             sched.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total += float(loss.detach()) * own
+            total += float(loss.detach()) * len(idx)
         judged = model if ema is None else ema.module
         val = validate(judged)
         elapsed = time.perf_counter() - t0
@@ -367,8 +327,7 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     val_arrays = _arrays(data_folder, val_df, cfg.workers, model=model, device=cfg.device)
     kind = "front-end features" if np.ndim(train_arrays[0]) == 3 else "inputs"
     log(f"{kind} ready in {time.perf_counter() - t0:.0f} s")
-    history = fit(model, train_arrays, val_arrays, cfg, log=log, keep_start=init is not None,
-                  partners=level_partners(train_df["item_id"]) if cfg.pair_weight else None)
+    history = fit(model, train_arrays, val_arrays, cfg, log=log, keep_start=init is not None)
     save_checkpoint(out_path, model, metrics={"history": history}, extra={"training": cfg.as_dict()})  # in case
     model = model.cpu().eval() if cfg.device != "cpu" else model.eval()
     rep, _ = evaluate(model.to(cfg.device), data_folder, splits=eval_splits or EVAL_SPLITS, device=cfg.device,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -86,43 +85,6 @@ def test_a_warm_start_with_a_bad_checkpoint_or_clashing_options_fails_clearly(tr
     res = CliRunner().invoke(app, args + (extra if extra[0] == "--init" else ["--init", str(ckpt), *extra]))
     assert res.exit_code != 0 and message in res.output
     assert not (tmp_path / "x.pt").exists()
-
-
-def test_level_partners_cycle_through_the_levels_of_one_item():
-    from haaqinet.train import level_partners
-
-    got = level_partners(["g1-0", "g1-0L1", "g1-0L2", "g2-1", "g3-0L1", "g3-0"])
-    assert got.tolist() == [1, 2, 0, -1, 5, 4]
-
-
-def test_the_pair_loss_compares_predicted_and_labelled_changes():
-    import torch
-
-    from haaqinet.train import pair_loss
-
-    a, b = torch.tensor([0.5, 0.9]), torch.tensor([0.4, 0.2])
-    ya, yb = torch.tensor([0.6, 0.8]), torch.tensor([0.6, 0.1])
-    # changes 0.1 and 0.7 predicted against 0.0 and 0.7 labelled
-    assert float(pair_loss(a, b, ya, yb)) == pytest.approx((0.1 ** 2 + 0.0) / 2)
-    assert float(pair_loss(a + 0.3, b + 0.3, ya, yb)) == pytest.approx(float(pair_loss(a, b, ya, yb)))
-
-
-def test_training_with_the_level_contrast_loss(trained, tmp_path):
-    folder, ckpt, _ = trained
-    runner = CliRunner()
-    args = ["train", "--out", str(tmp_path / "p.pt"), "--epochs", "1", "--batch-size", "4", "--pair-weight", "1",
-            "--init", str(ckpt)]
-    res = runner.invoke(app, args + ["--data", str(folder)])
-    assert res.exit_code != 0 and "needs level copies" in res.output    # the toy set has none
-    copies = tmp_path / "copies"
-    shutil.copytree(folder / "sources", copies / "sources")
-    data.write_recipe(copies, {**data.read_recipe(folder), "level_copies": data.level_copies_spec(1)})
-    made = runner.invoke(app, ["make-data", "--out", str(copies)])
-    assert made.exit_code == 0, made.output
-    res = runner.invoke(app, args + ["--data", str(copies)])
-    assert res.exit_code == 0, res.output
-    side = json.loads((tmp_path / "p.pt.json").read_text())
-    assert side["extra"]["training"]["pair_weight"] == 1.0
 
 
 def test_evaluate_reports_every_statistic(trained, tmp_path):
