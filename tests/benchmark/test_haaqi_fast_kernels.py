@@ -504,3 +504,17 @@ def test_inaudible_is_below_zero_db_sl_with_a_margin():
     out = np.empty(3)
     filters.ihc_db(env, 1, level1, attn, out)        # what the shortcut stands for: zeros after any shift
     assert np.array_equal(out, np.zeros(3))
+
+
+def test_a_silent_reference_warns_once_per_process_then_logs_at_debug(caplog, monkeypatch):
+    import logging
+
+    from benchmark.haaqi.fast import features
+
+    monkeypatch.setattr(features, "_warned", set())
+    quiet = np.full((32, 40), -30.0)     # every segment far below HAAQI's silence threshold
+    with caplog.at_level(logging.DEBUG, logger=features.logger.name):
+        scores = [features.cepstral_high(quiet, quiet) for _ in range(3)]
+    assert scores == [0.0, 0.0, 0.0]
+    levels = [r.levelno for r in caplog.records if "silence threshold" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]

@@ -79,6 +79,19 @@ def cepstral_reference(ref_smooth: np.ndarray, n_coef: int = 6) -> CepstralRefer
     return CepstralReference(basis, keep, mods, (mods * mods).sum(2))
 
 
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time in this process, then at debug level: a labelling job
+    meets thousands of quiet references (a profound loss at 45 dB SPL) and would bury everything else."""
+    if message in _warned:
+        logger.debug(message)
+        return
+    _warned.add(message)
+    logger.warning(f"{message} (further cases in this process are logged at debug level)")
+
+
 def cepstral_high(ref_smooth: np.ndarray, proc_smooth: np.ndarray, n_coef: int = 6,
                   reference: CepstralReference | None = None) -> float:
     """Mean |correlation| of cepstral coefficients 2..6 in modulation bands 5..8.
@@ -93,7 +106,7 @@ def cepstral_high(ref_smooth: np.ndarray, proc_smooth: np.ndarray, n_coef: int =
     if reference is None:
         reference = cepstral_reference(ref_smooth, n_coef)
     if reference is None:
-        logger.warning("reference below the silence threshold: cepstral correlation set to 0")
+        warn_once("reference below the silence threshold: cepstral correlation set to 0")
         return 0.0
     x = reference.mods
     y = _high_modulations(reference.basis, proc_smooth, reference.keep)
@@ -128,7 +141,7 @@ def bm_sync(covariance: np.ndarray, ref_mean_square: np.ndarray, order: int = 5,
     loud = 20 * np.log10(np.sum(10 ** (rms / 20), axis=0) / covariance.shape[0])
     keep = np.flatnonzero(loud > SILENCE_DB)
     if keep.size <= 1:
-        logger.warning("reference below the silence threshold: BM covariance set to 0")
+        warn_once("reference below the silence threshold: BM covariance set to 0")
         return 0.0
     w = np.where(rms[:, keep] > SILENCE_DB, weight_f[:, None], 0.0)
     total = w.sum()
