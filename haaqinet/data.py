@@ -255,6 +255,16 @@ def edge_copies_spec(copies: int, from_group: int = 0, to_group: int | None = No
             "to_group": None if to_group is None else int(to_group), "width_db": EDGE_WIDTH_DB}
 
 
+def _copy_spec(recipe: dict, key: str, group: int, rows: list[dict]) -> dict | None:
+    """The recipe's copy entry ``key`` if it copies this group's items (train split, groups from..to), else None."""
+    spec = recipe.get(key)
+    if not spec or not rows or rows[0]["split"] != "train" or group < spec["from_group"]:
+        return None
+    if spec.get("to_group") is not None and group >= spec["to_group"]:
+        return None
+    return spec
+
+
 def edge_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
     """Copies of a training group's items judged just outside the recipe's SPL range (recipe key ``edge_copies``).
 
@@ -265,10 +275,8 @@ def edge_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
     equally likely); its id is the item's with ``E<c>`` appended. Only the ``train`` split gets copies, so
     the evaluation splits stay within the range.
     """
-    spec = recipe.get("edge_copies")
-    if not spec or not rows or rows[0]["split"] != "train" or group < spec["from_group"]:
-        return []
-    if spec.get("to_group") is not None and group >= spec["to_group"]:
+    spec = _copy_spec(recipe, "edge_copies", group, rows)
+    if spec is None:
         return []
     lo, hi = recipe["spl_range_db"]
     width = int(spec["width_db"])
@@ -290,10 +298,8 @@ def level_copy_rows(recipe: dict, group: int, rows: list[dict]) -> list[dict]:
     each: a paired contrast that teaches how the level changes quality for that ear. Only the ``train``
     split gets copies; the evaluation splits stay as drawn.
     """
-    spec = recipe.get("level_copies")
-    if not spec or not rows or rows[0]["split"] != "train" or group < spec["from_group"]:
-        return []
-    if spec.get("to_group") is not None and group >= spec["to_group"]:
+    spec = _copy_spec(recipe, "level_copies", group, rows)
+    if spec is None:
         return []
     lo, hi = recipe["spl_range_db"]
     base = rows[0]["spl_db"]
