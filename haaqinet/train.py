@@ -242,6 +242,7 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, plan))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     ema = weight_average(model, cfg.ema)
+
     def validate(judged):
         if use_features:
             pred = predict_features(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
