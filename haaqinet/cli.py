@@ -103,7 +103,7 @@ def grow(
     edge_copies_to: Optional[int] = typer.Option(None, help="Edge-copy the training items of groups below this "
                                                  "[default: all]."),
 ) -> None:
-    """Grow a data set without relabelling it: more groups, denoiser aids, level copies; then run make-data."""
+    """Grow a data set without relabelling it: more groups, denoiser aids, level or edge copies; then make-data."""
     from haaqinet import data as data_mod
 
     try:

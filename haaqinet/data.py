@@ -530,6 +530,11 @@ def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_
     return recipe
 
 
+def _copies_end(spec: dict) -> float:
+    """The first group a copy entry leaves uncopied (inf: it copies every group)."""
+    return math.inf if spec.get("to_group") is None else spec["to_group"]
+
+
 def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
                  level_copies: int | None = None, level_copies_to: int | None = None,
                  edge_copies: int | None = None, edge_copies_to: int | None = None) -> dict:
@@ -560,9 +565,7 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
         if before is not None:
             spec = {**spec, "from_group": min(before["from_group"], spec["from_group"]),
                     "min_step_db": before["min_step_db"]}
-            def end(s):  # the first group without copies (no end: every group has them)
-                return math.inf if s.get("to_group") is None else s["to_group"]
-            if spec["copies"] < before["copies"] or end(spec) < end(before):
+            if spec["copies"] < before["copies"] or _copies_end(spec) < _copies_end(before):
                 raise BenchError(f"the recipe already copies groups {before['from_group']}.."
                                  f"{before.get('to_group')} {before['copies']} time(s); a grown recipe may only "
                                  "add copies or groups")
@@ -570,8 +573,8 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
     if edge_copies is not None:
         spec = edge_copies_spec(edge_copies, 0, out["n_groups"] if edge_copies_to is None else edge_copies_to)
         before = recipe.get("edge_copies")
-        if before is not None and (spec["copies"] < before["copies"] or (spec["to_group"] or math.inf)
-                                   < (before.get("to_group") or math.inf) or spec["width_db"] != before["width_db"]):
+        if before is not None and (spec["copies"] < before["copies"] or _copies_end(spec) < _copies_end(before)
+                                   or spec["width_db"] != before["width_db"]):
             raise BenchError(f"the recipe already has {before['copies']} edge copies of groups below "
                              f"{before.get('to_group')}; a grown recipe may only add copies or groups")
         out["edge_copies"] = spec

@@ -88,12 +88,14 @@ def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
     labels = df["haaqi"].to_numpy(np.float32)
     if model is None or not hasattr(model.frontend, "precompute"):
         return data.model_inputs(folder, df, workers=workers), audiograms, spl, labels
-    parts = []
+    features = None
     for i in range(0, len(df), FEATURE_CHUNK):
         sl = slice(i, i + FEATURE_CHUNK)
-        waves = data.model_inputs(folder, df.iloc[sl], workers=workers)
-        parts.append(precompute_features(model, waves, audiograms[sl], spl[sl], device=device))
-    features = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        chunk = precompute_features(model, data.model_inputs(folder, df.iloc[sl], workers=workers), audiograms[sl],
+                                    spl[sl], device=device)
+        if features is None:   # filled in place: no second copy of the whole set's features
+            features = np.empty((len(df),) + chunk.shape[1:], dtype=chunk.dtype)
+        features[sl] = chunk
     return features, audiograms, spl, labels
 
 
