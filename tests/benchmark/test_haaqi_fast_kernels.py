@@ -450,6 +450,22 @@ def test_score_many_any_batch_size_equals_single_calls():
     assert fast.score_many(reference=reference, processed_list=procs[:3], **kw) == single[:3]   # reproducible
 
 
+def test_work_rows_kept_between_calls_carry_nothing_over():
+    rate = 16000
+    rng = _rng(17)
+    reference = 0.1 * rng.standard_normal(int(0.5 * rate))
+    procs = [reference + 0.02 * rng.standard_normal(reference.size), np.clip(reference, -0.1, 0.1)]
+    kw = dict(sample_rate_hz=rate, levels_db_hl=[10, 20, 30, 40, 50, 60], level1_db_spl=75.0, equalisation=2,
+              seed=5)
+    first = fast.score_many(reference=reference, processed_list=procs, **kw)
+    kept = ear_model._WORKSPACE.arrays
+    assert kept is not None
+    for rows in kept:                       # whatever a kernel reads before writing would now be NaN
+        rows.fill(np.nan)
+    assert fast.score_many(reference=reference, processed_list=procs, **kw) == first
+    assert ear_model._WORKSPACE.arrays is kept          # same shape: the same memory, reused
+
+
 def test_exact_covariances_by_dots_and_by_fft_agree():
     rng = _rng(16)
     a, b = rng.standard_normal(500), rng.standard_normal(500)
