@@ -466,6 +466,24 @@ def test_work_rows_kept_between_calls_carry_nothing_over():
     assert ear_model._WORKSPACE.arrays is kept          # same shape: the same memory, reused
 
 
+@pytest.mark.parametrize("khz", [8, 16, 22, 32, 44, 48, 96])
+def test_resampling_matches_resample_poly(khz):
+    from scipy.signal import resample_poly
+    x = _rng(18).standard_normal(khz * 137 + 5)
+    got, want = ear_model._resample(x, 24, khz), resample_poly(x, 24, khz)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-14 * np.abs(want).max()
+
+
+def test_signal_conditioning_filters_are_scipys_bits():
+    x = _rng(19).standard_normal(20000) * 0.1
+    b, a = ear_model._design("cheby2", 7, 21 / 44)
+    assert np.array_equal(ear_model._lowpass_7(21 / 44, x), lfilter(b, a, x))
+    lb, la = ear_model._design("butter", 1, 5000 / 12000)
+    hb, ha = ear_model._design("butter", 2, 350 / 12000, "high")
+    assert np.array_equal(ear_model.middle_ear(x), lfilter(hb, ha, lfilter(lb, la, x)))
+
+
 def test_exact_covariances_by_dots_and_by_fft_agree():
     rng = _rng(16)
     a, b = rng.standard_normal(500), rng.standard_normal(500)

@@ -71,8 +71,9 @@ from benchmark.haaqi.fast.noise import NOISE_MODES
 # 2: fast threshold-noise stream by default
 # 3: four-lane SIMD filters (explicit fused multiply-adds) and the fast noise's own ziggurat: same
 #    model, results differ from 2 by rounding (legacy noise, ~1e-8) or by the noise draws ("fast")
-# 4: the BM covariance in passes of seven lags, its float32 segments scaled by a product, not a division
-#    (rounding of the float32 lag sums: HAAQI moves by ~1e-11)
+# 4: the BM covariance in passes of seven lags, its float32 segments scaled by a product, not a division;
+#    resampling by our own vectorised polyphase filter (resample_poly's filter, sums in another order);
+#    rounding only: HAAQI moves by up to ~4e-10
 VERSION = "haaqi-bench-fast-4"
 
 __all__ = ["VERSION", "haaqi", "score_many"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.signal import butter, cheby2, lfilter, oaconvolve, resample_poly
+from scipy.signal import butter, cheby2, firwin, oaconvolve
 
 from benchmark.haaqi.fast import filters
 from benchmark.haaqi.fast.noise import band_noise
@@ -95,24 +95,67 @@ def cochlea(levels_db_hl: np.ndarray, centre_hz: np.ndarray | None = None) -> Co
 def to_24k(x: np.ndarray, sample_rate_hz: float) -> np.ndarray:
     """Resample to 24 kHz as HAAQI does: the rate is rounded to whole kHz, then the RMS is matched.
 
-    Above 24 kHz the RMS is matched within 21 kHz of bandwidth (7th-order
-    Chebyshev II low-pass on both signals).
+    The resampling is ``scipy.signal.resample_poly``'s (same filter; sums
+    vectorised, so it differs by rounding). Above 24 kHz the RMS is matched
+    within 21 kHz of bandwidth (7th-order Chebyshev II low-pass on both
+    signals).
     """
     khz = int(np.round(sample_rate_hz / 1000.0))
     if khz == RATE_HZ // 1000:
         return x
-    y = resample_poly(x, RATE_HZ // 1000, khz)
+    y = _resample(x, RATE_HZ // 1000, khz)
     if khz < RATE_HZ // 1000:
         return y * (_rms(x) / _rms(y))
-    bx, ax = _design("cheby2", 7, 21.0 / khz)
-    by, ay = _design("cheby2", 7, 21.0 / (RATE_HZ // 1000))
-    return y * (_rms(lfilter(bx, ax, x)) / _rms(lfilter(by, ay, y)))
+    return y * (_rms(_lowpass_7(21.0 / khz, x)) / _rms(_lowpass_7(21.0 / (RATE_HZ // 1000), y)))
+
+
+@functools.cache
+def polyphase_taps(up: int, down: int) -> tuple[np.ndarray, int]:
+    """``resample_poly``'s FIR for ``up/down`` (coprime) as :func:`.filters.polyphase_resample` rows.
+
+    Returns (taps of shape (up, q), half_len): row p holds h[p + up*j]
+    reversed and right-aligned, h = firwin(2*half_len + 1, 1/max(up, down),
+    Kaiser beta 5) * up with half_len = 10*max(up, down), as scipy designs it.
+    """
+    half_len = 10 * max(up, down)
+    h = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+    q = -(-h.size // up)
+    taps = np.zeros((up, q))
+    for p in range(up):
+        phase = h[p::up]
+        taps[p, q - phase.size:] = phase[::-1]
+    taps.setflags(write=False)
+    return taps, half_len
+
+
+def _resample(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, up, down)`` for a 1-D float64 signal (to rounding)."""
+    g = math.gcd(up, down)
+    up, down = up // g, down // g
+    taps, half_len = polyphase_taps(up, down)
+    q = taps.shape[1]
+    n_out = -(-x.size * up // down)
+    padded = np.zeros(max(((n_out - 1) * down + half_len) // up + q, q - 1 + x.size))
+    padded[q - 1:q - 1 + x.size] = x
+    out = np.empty(n_out)
+    filters.polyphase_resample(padded, taps, up, down, half_len, out)
+    return out
+
+
+def _lowpass_7(wn: float, x: np.ndarray) -> np.ndarray:
+    """``lfilter`` of x by the 7th-order Chebyshev II low-pass at ``wn`` (x Nyquist), same bits."""
+    b, a = _design("cheby2", 7, wn)
+    out = np.empty_like(x)
+    filters.lfilter8(b, a, x, out)
+    return out
 
 
 @functools.cache
 def _design(kind: str, order: int, wn: float, btype: str = "low") -> tuple[np.ndarray, np.ndarray]:
-    """IIR design (scipy), cached: (b, a), read-only."""
+    """IIR design (scipy), cached: (b, a) with a[0] = 1 (normalised as ``lfilter`` does), read-only."""
     b, a = cheby2(order, 30, wn, btype) if kind == "cheby2" else butter(order, wn, btype)
+    if a[0] != 1.0:
+        b, a = b / a[0], a / a[0]
     b.setflags(write=False)
     a.setflags(write=False)
     return b, a
@@ -206,11 +249,13 @@ def _nalr_fir(levels_db_hl: tuple) -> np.ndarray:
 
 
 def middle_ear(x: np.ndarray) -> np.ndarray:
-    """1-pole low-pass at 5 kHz, then 2-pole high-pass at 350 Hz (Butterworth)."""
-    b, a = _design("butter", 1, 5000 / (0.5 * RATE_HZ))
-    y = lfilter(b, a, x)
-    b, a = _design("butter", 2, 350 / (0.5 * RATE_HZ), "high")
-    return lfilter(b, a, y)
+    """1-pole low-pass at 5 kHz, then 2-pole high-pass at 350 Hz (Butterworth), in one pass."""
+    lb, la = _design("butter", 1, 5000 / (0.5 * RATE_HZ))
+    hb, ha = _design("butter", 2, 350 / (0.5 * RATE_HZ), "high")
+    out = np.empty_like(x)
+    filters.middle_ear_filters(np.array([lb[0], lb[1], la[1]]), np.array([hb[0], hb[1], hb[2], ha[1], ha[2]]),
+                               x, out)
+    return out
 
 
 def bandwidth_for_level(mean_square: float, bw_min: float, bw_max: float, level1_db_spl: float) -> float:

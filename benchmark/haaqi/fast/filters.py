@@ -573,6 +573,78 @@ def covary_processed(segs, power, ref_ms, min_rms, y, windows, cov_out):
         cov_out[k] = min(max(peak, 0.0), 1.0)
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def polyphase_resample(padded, taps, up, down, half_len, out):
+    """``scipy.signal.resample_poly`` by ``up/down`` (reduced) with its FIR, given as polyphase rows.
+
+    ``taps[p]`` holds the taps ``h[p + up*j]`` of phase p in reverse order,
+    right-aligned in rows of q values (:func:`.ear_model.polyphase_taps`);
+    ``padded`` is the input with q - 1 zeros before it and enough after.
+    Output k sums q products from ``padded[i_k:i_k + q]`` (vectorised: the
+    sums differ from scipy's by rounding, ~1e-16 relative), where
+    ``i_k = (k*down + half_len) // up``, stepped without integer division.
+    """
+    q = taps.shape[1]
+    phase = half_len % up
+    start = half_len // up
+    step, carry = down // up, down % up
+    for k in range(out.size):
+        row = taps[phase]
+        seg = padded[start:start + q]      # a slice, so the loop below has non-negative indices and vectorises
+        acc = 0.0
+        for c in range(q):
+            acc += row[c] * seg[c]
+        out[k] = acc
+        phase += carry
+        start += step
+        if phase >= up:
+            phase -= up
+            start += 1
+
+
+@njit(cache=True)
+def lfilter8(b, a, x, out):
+    """``scipy.signal.lfilter(b, a, x)`` from rest for b, a of 8 coefficients (order 7; pad lower orders
+    with zeros), a[0] = 1: direct form II transposed with scipy's operations in scipy's order (no fused
+    multiply-adds), so the output is the same bits, about 2.4x faster than scipy's general loop."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+    a1, a2, a3, a4, a5, a6, a7 = a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    z0 = z1 = z2 = z3 = z4 = z5 = z6 = 0.0
+    for n in range(x.size):
+        xn = x[n]
+        yn = z0 + b0 * xn
+        z0 = z1 + xn * b1 - yn * a1
+        z1 = z2 + xn * b2 - yn * a2
+        z2 = z3 + xn * b3 - yn * a3
+        z3 = z4 + xn * b4 - yn * a4
+        z4 = z5 + xn * b5 - yn * a5
+        z5 = z6 + xn * b6 - yn * a6
+        z6 = xn * b7 - yn * a7
+        out[n] = yn
+
+
+@njit(cache=True)
+def middle_ear_filters(lowpass, highpass, x, out):
+    """``lfilter(*highpass, lfilter(*lowpass, x))`` in one pass, same bits as scipy.
+
+    Args:
+        lowpass: [b0, b1, a1] of a first-order filter; highpass: [b0, b1, b2, a1, a2] of a
+            second-order one (a[0] = 1 for both).
+    """
+    lb0, lb1, la1 = lowpass[0], lowpass[1], lowpass[2]
+    hb0, hb1, hb2, ha1, ha2 = highpass[0], highpass[1], highpass[2], highpass[3], highpass[4]
+    lz = 0.0
+    hz0 = hz1 = 0.0
+    for n in range(x.size):
+        xn = x[n]
+        v = lz + lb0 * xn
+        lz = xn * lb1 - v * la1
+        yn = hz0 + hb0 * v
+        hz0 = hz1 + v * hb1 - yn * ha1
+        hz1 = v * hb2 - yn * ha2
+        out[n] = yn
+
+
 @njit(cache=True)
 def spectra_mac(spec, other, out):
     """``out[f] = sum_b spec[b, f] * other[b, f]`` (complex), blocks summed in order from 0.
