@@ -319,11 +319,10 @@ class LagSearch:
         # lag of h[j] (the first is skipped when lags == n: the reference implementation has no lag -n)
         self._first_lag = -self.lags + (1 if self.lags == n else 0)
         if work is not None and (work.n, work.lags, work.nfft) == (n, self.lags, nfft):
-            self._blocks, self._padded, self._sum = work._blocks, work._padded, work._sum
+            self._blocks, self._padded = work._blocks, work._padded
         else:
             self._blocks = np.zeros((self.nblocks, nfft), dtype=np.float32)
             self._padded = np.zeros(self.lags + self.nblocks * self.block + nfft, dtype=np.float32)
-            self._sum = np.empty(nf, dtype=np.complex64)
 
     def load(self, reference: np.ndarray) -> "LagSearch":
         """Make ``reference`` (shape (n,), float64) the signal searched against.
@@ -344,20 +343,29 @@ class LagSearch:
 
     def delay(self, output: np.ndarray) -> int:
         """The advance d maximising sum_n ref[n] out[n + d], d in [-lags, lags-1] (ties: largest d)."""
-        lags, block, nfft = self.lags, self.block, self.nfft
+        return self.delays([output])[0]
+
+    def delays(self, outputs) -> list[int]:
+        """:meth:`delay` of each output; their inverse FFTs run as one batch (4x cheaper per transform)."""
+        lags, block, nfft, first = self.lags, self.block, self.nfft, self._first_lag
         padded = self._padded
-        # the zero padding around it is never written
-        out_norm = math.sqrt(filters.to_float32(output, padded[lags:lags + self.n]))
-        segs = np.lib.stride_tricks.as_strided(
-            padded, shape=(self.nblocks, nfft), strides=(block * 4, 4), writeable=False)
-        filters.spectra_mac(self.spec, sfft.rfft(segs, axis=1), self._sum)
-        first = self._first_lag
-        h = sfft.irfft(self._sum, nfft)[first + lags:2 * lags]
-        candidates = np.flatnonzero(h >= h.max() - LAG_TOLERANCE * self._ref_norm * out_norm) + first
-        if candidates.size == 1:        # the float64 argmax is among the candidates: it is this one
-            return int(candidates[0])
-        exact = exact_covariances(self._ref, output, candidates)
-        return int(candidates[np.flatnonzero(exact == exact.max())[-1]])
+        sums = np.empty((len(outputs), self.spec.shape[1]), dtype=np.complex64)
+        norms = []
+        for i, output in enumerate(outputs):
+            # the zero padding around it is never written
+            norms.append(math.sqrt(filters.to_float32(output, padded[lags:lags + self.n])))
+            segs = np.lib.stride_tricks.as_strided(
+                padded, shape=(self.nblocks, nfft), strides=(block * 4, 4), writeable=False)
+            filters.spectra_mac(self.spec, sfft.rfft(segs, axis=1), sums[i])
+        found = []
+        for output, h, norm in zip(outputs, sfft.irfft(sums, nfft, axis=1)[:, first + lags:2 * lags], norms):
+            candidates = np.flatnonzero(h >= h.max() - LAG_TOLERANCE * self._ref_norm * norm) + first
+            if candidates.size == 1:    # the float64 argmax is among the candidates: it is this one
+                found.append(int(candidates[0]))
+                continue
+            exact = exact_covariances(self._ref, output, candidates)
+            found.append(int(candidates[np.flatnonzero(exact == exact.max())[-1]]))
+        return found
 
 
 @dataclass
@@ -547,16 +555,18 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
         env_delay, bm_delay = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
         loaded = -1                                 # the band whose reference envelope env_search holds
 
-        def align_envelope(k, r):
+        def align_envelopes(k, rows):
             nonlocal loaded
             if loaded != k:
                 env_search.load(env[(k - first) * n_sig])
                 loaded = k
-            env_delay[r] = env_search.delay(env[r])
+            env_delay[rows] = env_search.delays([env[r] for r in rows])
 
-        for sig, k, r in chains:                    # envelope alignment of the audible processed envelopes
-            if sig and r not in quiet:
-                align_envelope(k, r)
+        for k in bands:                             # envelope alignment of the audible processed envelopes
+            r0 = (k - first) * n_sig
+            audible = [r for r in range(r0 + 1, r0 + n_sig) if r not in quiet]
+            if audible:
+                align_envelopes(k, audible)
         for sig, k, r in chains:                    # dB SL (of the aligned envelope)
             if r in quiet:
                 db[r] = 0.0                         # what the adaptation makes of 0 dB SL throughout
@@ -573,7 +583,11 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
             heard = _heard_tiles(ref_ms[k])
             if heard:
                 draws.processed(k, proc_noise)      # the same draws for every processed signal
+                quiet_rows = [r for r in range(r0 + 1, r0 + n_sig) if r in quiet]
+                if quiet_rows:                      # their alignment still sets the BM output's gain
+                    align_envelopes(k, quiet_rows)
                 bm_search.load(bm[r0])
+                bm_delay[r0 + 1:r0 + n_sig] = bm_search.delays([bm[r] for r in range(r0 + 1, r0 + n_sig)])
             else:
                 draws.skip_processed(k)
             for sig in range(n_sig):
@@ -587,9 +601,6 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
                 if not heard:
                     outs[sig].covariance[k] = 0.0
                     continue
-                if r in quiet:                      # its alignment still sets the BM output's gain
-                    align_envelope(k, r)
-                bm_delay[r] = bm_search.delay(bm[r])
                 filters.bm_output(bm[r], bm_delay[r], env[r], env_delay[r], db[r], proc_noise, noise_gain,
                                   int(shifts[k]), work[r])
                 filters.covary_processed(cov_segs, cov_power, ref_ms[k], SILENCE_DB, work[r],

@@ -435,9 +435,10 @@ def covary_windows(nwin: int, maxlag: int) -> tuple:
 def _centred(x, start, window, out):
     """out = x[start:start+m]*window minus its mean; returns the sum of squares."""
     m = window.size
+    seg = x[start:start + m]        # a slice: non-negative indices below, so the loop vectorises
     mean = 0.0
     for i in range(m):
-        v = x[start + i] * window[i]
+        v = seg[i] * window[i]
         out[i] = v
         mean += v
     mean /= m
@@ -678,7 +679,8 @@ def lag_dots(a, b, lags, out):
     for i in range(lags.size):
         d = lags[i]
         lo, hi = max(0, -d), min(n, n - d)
+        x, y = a[lo:hi], b[lo + d:hi + d]     # slices: non-negative indices, so the loop vectorises
         acc = 0.0
-        for j in range(lo, hi):
-            acc += a[j] * b[j + d]
+        for j in range(hi - lo):
+            acc += x[j] * y[j]
         out[i] = acc
