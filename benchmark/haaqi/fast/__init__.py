@@ -14,7 +14,12 @@ skipped (the alignment and adaptation of an envelope below threshold
 throughout, the BM alignment of a band with no heard reference tile; same
 bits), and :func:`score_many` computes the reference side (its filters, FFT
 spectra, covariance segments and cepstral modulation spectra) once for many
-processed signals.
+processed signals and runs a band's lag searches' inverse FFTs as one batch.
+The signal conditioning is our own too: ``resample_poly``'s filter as a
+vectorised polyphase kernel, and the Chebyshev and middle-ear IIR filters in
+numba with scipy's arithmetic (same bits as ``lfilter``). The per-band work
+rows are kept for the next call of the same shape in the thread (fresh
+memory costs a page fault per page on every call).
 
 Agreement with pyclarity: with ``noise="numpy-legacy"`` within about 1e-8
 (rounding only: the filters use fused multiply-adds, the BM covariance lags
