@@ -10,7 +10,9 @@ moderate loss unless ``--levels`` gives other dB HL at 250-6000 Hz, reference
 at 65 dB SPL unless ``--spl``, equalisation 1 unless ``--equalisation``, raw
 signals given to both implementations) and prints the median time of each implementation and
 their ratio, for single calls and for a batch (``score_many`` of one
-reference against N processed signals, against N pyclarity calls). It also
+reference against N processed signals, against N pyclarity calls; with
+``--batch-repeats R``, R interleaved rounds and the median of their ratios,
+as both sides of a round see the same load on a shared machine). It also
 measures the first-call cost in fresh subprocesses (numba cache present, and
 cold with an empty cache) and, with ``--memory``, the peak RSS of one 60-s
 call of each implementation in its own subprocess.
@@ -126,14 +128,20 @@ def time_length(length_s: float, repeats: int, batch: int, batch_repeats: int, l
            "pyclarity_cpu_s": c_py, "fast_cpu_s": c_fast, "ratio_cpu": c_py / c_fast,
            "haaqi_pyclarity": s_py.haaqi, "haaqi_fast": s_fast.haaqi}
     if batch > 1:
-        t_py_b, _ = _median_time(lambda: [run_pyclarity(reference, p, kw) for p in procs], batch_repeats)
-        c_py_b = _CPU["last"]
-        t_fast_b, many = _median_time(
-            lambda: fast.score_many(reference=reference, processed_list=procs, **kw), repeats)
-        c_fast_b = _CPU["last"]
-        row.update(batch=batch, pyclarity_batch_s=t_py_b, fast_batch_s=t_fast_b,
-                   batch_ratio=t_py_b / t_fast_b, pyclarity_batch_cpu_s=c_py_b, fast_batch_cpu_s=c_fast_b,
-                   batch_ratio_cpu=c_py_b / c_fast_b)
+        fast.score_many(reference=reference, processed_list=procs, **kw)   # allocates the batch's work rows
+        rounds = []
+        for _ in range(batch_repeats):    # interleaved: both sides of a round see the same machine
+            t_py_b, _ = _median_time(lambda: [run_pyclarity(reference, p, kw) for p in procs], 1)
+            c_py_b = _CPU["last"]
+            t_fast_b, _ = _median_time(
+                lambda: fast.score_many(reference=reference, processed_list=procs, **kw), repeats)
+            rounds.append((t_py_b, t_fast_b, c_py_b, _CPU["last"]))
+        med = [statistics.median(r[i] for r in rounds) for i in range(4)]
+        row.update(batch=batch, pyclarity_batch_s=med[0], fast_batch_s=med[1],
+                   batch_ratio=statistics.median(r[0] / r[1] for r in rounds),
+                   pyclarity_batch_cpu_s=med[2], fast_batch_cpu_s=med[3],
+                   batch_ratio_cpu=statistics.median(r[2] / r[3] for r in rounds),
+                   batch_ratios=[r[0] / r[1] for r in rounds], batch_ratios_cpu=[r[2] / r[3] for r in rounds])
     return row
 
 
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lengths", default="5,10,30", help="clip lengths in seconds, comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--batch", type=int, default=8, help="processed signals per reference (0: skip)")
-    parser.add_argument("--batch-repeats", type=int, default=1, help="runs of the N pyclarity calls")
+    parser.add_argument("--batch-repeats", type=int, default=1,
+                        help="rounds of the batch comparison (N pyclarity calls, then score_many); medians")
     parser.add_argument("--memory", action="store_true", help="peak RSS of a 60-s call of each")
     parser.add_argument("--memory-length", type=float, default=60.0)
     parser.add_argument("--levels", default=",".join(f"{v:g}" for v in LEVELS_DB_HL),
@@ -225,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{batch} | {row['haaqi_pyclarity']:.9f} / {row['haaqi_fast']:.9f}", flush=True)
         cpu_batch = (f"batch {row['pyclarity_batch_cpu_s']:.2f}s / {row['fast_batch_cpu_s']:.3f}s = "
                      f"{row['batch_ratio_cpu']:.1f}x" if "batch" in row else "")
+        if len(row.get("batch_ratios", [])) > 1:
+            cpu_batch += (" (median of rounds: " + ", ".join(f"{v:.1f}x" for v in row["batch_ratios_cpu"]) + ")")
         print(f"{'':>7} CPU time: single {row['pyclarity_cpu_s']:.2f}s / {row['fast_cpu_s']:.3f}s = "
               f"{row['ratio_cpu']:.1f}x; {cpu_batch}", flush=True)
 
