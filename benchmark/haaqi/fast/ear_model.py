@@ -430,28 +430,28 @@ def bands_per_pass(n_signals: int, n: int, work_bytes: int = WORK_BYTES, most: i
 
 
 class _Workspace(threading.local):
-    shape: tuple | None = None
-    arrays: tuple | None = None
+    buffers: tuple | None = None
 
 
 _WORKSPACE = _Workspace()
 
 
 def _work_arrays(rows: int, n: int) -> tuple[np.ndarray, ...]:
-    """The four (rows, n) float64 work arrays of :func:`run`, kept for this thread's next call of that shape.
+    """The four (rows, n) float64 work arrays of :func:`run`: views of buffers kept for this thread's next call.
 
     A fresh allocation of this size is new memory from the OS, which faults
     and zeroes every page on its first write: with 8 processed 10-s signals
     that added 60-150 ms to every other call (when the allocator handed
-    back fresh pages). Kept, it costs nothing after the first call; the
-    arrays are replaced (the old ones freed first) when the shape changes.
+    back fresh pages). The buffers grow to the largest call so far (at most
+    :data:`WORK_BYTES` in all, or one band's rows where a band needs more)
+    and serve every smaller one, whatever its length.
     """
     ws = _WORKSPACE
-    if ws.shape != (rows, n):
-        ws.arrays = None
-        ws.arrays = tuple(np.empty((rows, n)) for _ in range(4))
-        ws.shape = (rows, n)
-    return ws.arrays
+    size = rows * n
+    if ws.buffers is None or ws.buffers[0].size < size:
+        ws.buffers = None                            # free the old buffers first
+        ws.buffers = tuple(np.empty(size) for _ in range(4))
+    return tuple(b[:size].reshape(rows, n) for b in ws.buffers)
 
 
 def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.RandomState,
