@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmark.perf.haaqi_speed [--lengths 5,10,30] [--repeats 3] [--batch 8] [--memory]
                                          [--levels 20,20,25,35,45,50] [--spl 65] [--equalisation 1]
+                                         [--default-malloc]
 
 For each length it scores the same 44.1-kHz music-like clip (one ear,
 moderate loss unless ``--levels`` gives other dB HL at 250-6000 Hz, reference
@@ -15,7 +16,10 @@ reference against N processed signals, against N pyclarity calls; with
 as both sides of a round see the same load on a shared machine). It also
 measures the first-call cost in fresh subprocesses (numba cache present, and
 cold with an empty cache) and, with ``--memory``, the peak RSS of one 60-s
-call of each implementation in its own subprocess.
+call of each implementation in its own subprocess. The timings run with
+glibc's mmap threshold fixed (:func:`steady_allocator`; ``--default-malloc``
+to leave it adaptive), so that neither implementation's time depends on
+what ran before it in the process.
 """
 
 from __future__ import annotations
@@ -95,6 +99,29 @@ def run_fast(reference, processed, kw):
 
 
 _CPU: dict = {}
+
+
+def steady_allocator() -> bool:
+    """Fix glibc's mmap threshold at 32 MiB and never trim the heap; False where that is not possible.
+
+    By default glibc serves large allocations with fresh mmaps until a freed one raises its threshold, and
+    fresh pages fault on first write: pyclarity's time per 10-s call then depends on what ran before it in
+    the process (10.9 s fresh, 9.3 s with the threshold up, measured here), which made a ratio depend on
+    the order of the measurements. With the threshold fixed, both implementations run in the same, steady
+    state (the fast HAAQI changes by about 1 %, pyclarity by about 15 %).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
@@ -206,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spl", type=float, default=SPL_DB, help="reference level, dB SPL")
     parser.add_argument("--equalisation", type=int, choices=(1, 2), default=1,
                         help="HAAQI's equalisation: 1 applies NAL-R to the reference, 2 (the project's convention) not")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's adaptive mmap threshold alone (see steady_allocator)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
@@ -213,7 +242,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--levels needs {len(LEVELS_DB_HL)} values (dB HL at 250-6000 Hz)")
 
     # subprocess measurements first: a child's ru_maxrss starts at the parent's RSS
-    results = {"rows": [], "levels_db_hl": levels, "spl_db": args.spl, "equalisation": args.equalisation}
+    results = {"rows": [], "levels_db_hl": levels, "spl_db": args.spl, "equalisation": args.equalisation,
+               "steady_allocator": False if args.default_malloc else steady_allocator()}
+    print(f"allocator: {'steady (mmap threshold 32 MiB, no trimming)' if results['steady_allocator'] else 'default'}")
     if args.memory:
         results["memory"] = peak_memory(args.memory_length)
     results["first_call"] = first_call_costs()
