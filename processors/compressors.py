@@ -36,6 +36,7 @@ from numba import njit
 from scipy.signal import butter, tf2zpk, zpk2tf
 
 from benchmark.errors import BenchError
+from benchmark.iir import lfilter_order8
 
 #: Added to the AGC's mean square before the square root (pyclarity ``EPS``).
 AGC_EPS = 1e-8
@@ -218,7 +219,10 @@ def _filter_bands(cascades, x, buffers) -> None:
         if source is not buffer:
             buffer[:] = source
         for b, a in cascade:
-            (_iir4_inplace if b.size == 5 else _iir8_inplace)(b, a, buffer)
+            if b.size == 5:
+                _iir4_inplace(b, a, buffer)
+            else:
+                lfilter_order8(b, a, buffer, buffer)
 
 
 def _band_settings(n_bands: int, sample_rate_hz: float, *, attack_ms, release_ms, threshold_db,
@@ -330,26 +334,6 @@ def _iir4_inplace(b, a, x):
         z1 = z2 + xi * b2 - y * a2
         z2 = z3 + xi * b3 - y * a3
         z3 = xi * b4 - y * a4
-        x[i] = y
-
-
-@njit(cache=True)
-def _iir8_inplace(b, a, x):
-    """Filter ``x`` in place with the 8th-order ``b / a`` (``a[0] == 1``), as lfilter does."""
-    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]
-    a1, a2, a3, a4, a5, a6, a7, a8 = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
-    z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = 0.0
-    for i in range(x.size):
-        xi = x[i]
-        y = z0 + b0 * xi
-        z0 = z1 + xi * b1 - y * a1
-        z1 = z2 + xi * b2 - y * a2
-        z2 = z3 + xi * b3 - y * a3
-        z3 = z4 + xi * b4 - y * a4
-        z4 = z5 + xi * b5 - y * a5
-        z5 = z6 + xi * b6 - y * a6
-        z6 = z7 + xi * b7 - y * a7
-        z7 = xi * b8 - y * a8
         x[i] = y
 
 

@@ -604,27 +604,6 @@ def polyphase_resample(padded, taps, up, down, half_len, out):
 
 
 @njit(cache=True)
-def lfilter8(b, a, x, out):
-    """``scipy.signal.lfilter(b, a, x)`` from rest for b, a of 8 coefficients (order 7; pad lower orders
-    with zeros), a[0] = 1: direct form II transposed with scipy's operations in scipy's order (no fused
-    multiply-adds), so the output is the same bits, about 2.4x faster than scipy's general loop."""
-    b0, b1, b2, b3, b4, b5, b6, b7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
-    a1, a2, a3, a4, a5, a6, a7 = a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-    z0 = z1 = z2 = z3 = z4 = z5 = z6 = 0.0
-    for n in range(x.size):
-        xn = x[n]
-        yn = z0 + b0 * xn
-        z0 = z1 + xn * b1 - yn * a1
-        z1 = z2 + xn * b2 - yn * a2
-        z2 = z3 + xn * b3 - yn * a3
-        z3 = z4 + xn * b4 - yn * a4
-        z4 = z5 + xn * b5 - yn * a5
-        z5 = z6 + xn * b6 - yn * a6
-        z6 = xn * b7 - yn * a7
-        out[n] = yn
-
-
-@njit(cache=True)
 def middle_ear_filters(lowpass, highpass, x, out):
     """``lfilter(*highpass, lfilter(*lowpass, x))`` in one pass, same bits as scipy.
 
