@@ -535,6 +535,18 @@ def _copies_end(spec: dict) -> float:
     return math.inf if spec.get("to_group") is None else spec["to_group"]
 
 
+def _grown_copies(before: dict | None, spec: dict, kept: str) -> dict:
+    """Copy entry ``spec`` merged into the recipe's entry ``before``: it keeps before's ``kept`` setting and
+    first group, and may only add copies or groups (items already labelled never change)."""
+    if before is None:
+        return spec
+    spec = {**spec, "from_group": min(before["from_group"], spec["from_group"]), kept: before[kept]}
+    if spec["copies"] < before["copies"] or _copies_end(spec) < _copies_end(before):
+        raise BenchError(f"the recipe already copies groups {before['from_group']}..{before.get('to_group')} "
+                         f"{before['copies']} time(s); a grown recipe may only add copies or groups")
+    return spec
+
+
 def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
                  level_copies: int | None = None, level_copies_to: int | None = None,
                  edge_copies: int | None = None, edge_copies_to: int | None = None) -> dict:
@@ -561,23 +573,10 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
         out["denoiser_aids"] = denoiser_spec(denoiser_share, from_group=old_groups)
     if level_copies is not None:
         spec = level_copies_spec(level_copies, 0, out["n_groups"] if level_copies_to is None else level_copies_to)
-        before = recipe.get("level_copies")
-        if before is not None:
-            spec = {**spec, "from_group": min(before["from_group"], spec["from_group"]),
-                    "min_step_db": before["min_step_db"]}
-            if spec["copies"] < before["copies"] or _copies_end(spec) < _copies_end(before):
-                raise BenchError(f"the recipe already copies groups {before['from_group']}.."
-                                 f"{before.get('to_group')} {before['copies']} time(s); a grown recipe may only "
-                                 "add copies or groups")
-        out["level_copies"] = spec
+        out["level_copies"] = _grown_copies(recipe.get("level_copies"), spec, "min_step_db")
     if edge_copies is not None:
         spec = edge_copies_spec(edge_copies, 0, out["n_groups"] if edge_copies_to is None else edge_copies_to)
-        before = recipe.get("edge_copies")
-        if before is not None and (spec["copies"] < before["copies"] or _copies_end(spec) < _copies_end(before)
-                                   or spec["width_db"] != before["width_db"]):
-            raise BenchError(f"the recipe already has {before['copies']} edge copies of groups below "
-                             f"{before.get('to_group')}; a grown recipe may only add copies or groups")
-        out["edge_copies"] = spec
+        out["edge_copies"] = _grown_copies(recipe.get("edge_copies"), spec, "width_db")
     return out
 
 

@@ -337,9 +337,11 @@ def test_lag_search_finds_the_best_lag(n, lags, nfft):
         out = np.roll(ref, d) + 0.3 * rng.standard_normal(n)
         search.load(ref)
         other.load(rng.standard_normal(n))        # shares the scratch arrays, not the spectra
-        assert search.delay(out) == _best_lag(ref, out, search.lags)
+        assert search.delays([out])[0] == _best_lag(ref, out, search.lags)
+    outs = [np.roll(ref, int(d)) + 0.3 * rng.standard_normal(n) for d in rng.integers(-lags, lags, 5)]
+    assert search.delays(outs) == [_best_lag(ref, o, search.lags) for o in outs]   # one batch of inverse FFTs
     search.load(np.ones(n))
-    assert search.delay(np.ones(n)) == _best_lag(np.ones(n), np.ones(n), search.lags)
+    assert search.delays([np.ones(n)])[0] == _best_lag(np.ones(n), np.ones(n), search.lags)
 
 
 def test_spectra_mac_lag_dots_and_to_float32_match_numpy():

@@ -341,21 +341,18 @@ class LagSearch:
         self._ref_norm = math.sqrt(np.einsum("i,i->", reference, reference))   # no BLAS: no thread-dependent sums
         return self
 
-    def delay(self, output: np.ndarray) -> int:
-        """The advance d maximising sum_n ref[n] out[n + d], d in [-lags, lags-1] (ties: largest d)."""
-        return self.delays([output])[0]
-
     def delays(self, outputs) -> list[int]:
-        """:meth:`delay` of each output; their inverse FFTs run as one batch (4x cheaper per transform)."""
+        """For each output, the advance d maximising sum_n ref[n] out[n + d], d in [-lags, lags-1] (ties:
+        largest d). The outputs' inverse FFTs run as one batch (4x cheaper per transform than one by one)."""
         lags, block, nfft, first = self.lags, self.block, self.nfft, self._first_lag
         padded = self._padded
+        # overlapping blocks of the padded output (the zero padding around it is never written)
+        segs = np.lib.stride_tricks.as_strided(padded, shape=(self.nblocks, nfft), strides=(block * 4, 4),
+                                               writeable=False)
         sums = np.empty((len(outputs), self.spec.shape[1]), dtype=np.complex64)
         norms = []
         for i, output in enumerate(outputs):
-            # the zero padding around it is never written
             norms.append(math.sqrt(filters.to_float32(output, padded[lags:lags + self.n])))
-            segs = np.lib.stride_tricks.as_strided(
-                padded, shape=(self.nblocks, nfft), strides=(block * 4, 4), writeable=False)
             filters.spectra_mac(self.spec, sfft.rfft(segs, axis=1), sums[i])
         found = []
         for output, h, norm in zip(outputs, sfft.irfft(sums, nfft, axis=1)[:, first + lags:2 * lags], norms):

@@ -607,6 +607,9 @@ def polyphase_resample(padded, taps, up, down, half_len, out):
 def middle_ear_filters(lowpass, highpass, x, out):
     """``lfilter(*highpass, lfilter(*lowpass, x))`` in one pass, same bits as scipy.
 
+    Two passes of :func:`benchmark.iir.lfilter_order8` give the same bits; the two short recursions
+    side by side in one loop take 0.7 ms against 1.7 ms for 10 s at 24 kHz.
+
     Args:
         lowpass: [b0, b1, a1] of a first-order filter; highpass: [b0, b1, b2, a1, a2] of a
             second-order one (a[0] = 1 for both).
