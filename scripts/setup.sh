@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# no wheel cache: it would hold a second copy of every download (a clean CI disk ran out once)
+export PIP_NO_CACHE_DIR=1
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
