@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRICS = ("n", "lcc", "srcc", "kendall", "mse")
-
-
 def stats(haaqi: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """LCC, SRCC, Kendall tau and MSE of predictions against HAAQI (NaN if undefined)."""
     from scipy import stats as st

@@ -88,7 +88,7 @@ def run(
     worker_memory_gb: Optional[float] = typer.Option(None, help="Memory limit per worker in GiB."),
 ) -> None:
     """Run (or resume) a sweep and write the table, leaderboard and plots of the run."""
-    from benchmark import options, runner
+    from benchmark import options
     from benchmark.sweep import SweepConfig
 
     try:

@@ -38,10 +38,6 @@ def git_sha() -> str:
         return "unknown"
 
 
-def bench_version() -> str:
-    return package_versions()["haaqi-bench"]
-
-
 def run_provenance() -> dict:
     """Versions, git sha, host and time, for ``run.json``."""
     return {

@@ -33,9 +33,6 @@ from benchmark.store import JOURNAL, RUN_JSON, RunStore, append_jsonl, atomic_wr
 #: Largest difference between a regenerated output's level and the run's record, in dB.
 LEVEL_TOLERANCE_DB = 1e-6
 
-#: Columns a rescore replaces.
-HAAQINET_COLUMNS = ("haaqinet", "haaqinet_error", "haaqinet_s", "haaqinet_checkpoint")
-
 
 def rescore_haaqinet(run_dir: Path, checkpoint: str, *, executor=None, workers: int = 1,
                      on_start=None, on_rows=None) -> dict:

@@ -110,8 +110,3 @@ def generate_listener(index: int, *, seed: int = 0) -> Listener:
 def generate_listeners(n: int, *, seed: int = 0, start: int = 0) -> list[Listener]:
     """Listeners ``start .. start + n - 1`` of the generator with ``seed``."""
     return [generate_listener(i, seed=seed) for i in range(start, start + n)]
-
-
-def levels_at_standard(audiogram: Audiogram) -> np.ndarray:
-    """An audiogram's thresholds at the 8 standard frequencies, float array (8,) dB HL."""
-    return audiogram.at(STANDARD_FREQUENCIES_HZ)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, Audiogram, Listener, builtin_audiograms, severity_of
+from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, Audiogram, Listener, builtin_audiograms
 from benchmark.errors import BenchError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ AIDS = ("none", "nalr", "nalr-agc", "camfit-wdrc")
 DEFAULT_HELD_OUT = ("noise-pink", "bandpass", "softclip")
 #: Kinds allowed after the aid (device clipping, level errors, receiver roll-off, peaks).
 POST_KINDS = ("hardclip", "softclip", "level", "lowpass", "resonance")
-SCORE_KEYS = ("haaqi", "nonlinear", "linear", "cep_high", "bm_sync5", "d_loud", "d_norm")
 
 
 # -- recipe -----------------------------------------------------------------------------------
@@ -146,7 +145,6 @@ def pools(recipe: dict) -> dict:
     """Sources and audiograms available to each split: {split: (source ids, [(name, levels)])}."""
     from haaqinet.audiograms import generate_listener
 
-    seed = recipe["seed"]
     by_split = {s: ([], []) for s in ("train", "val", "test")}
     n_gen = recipe["listeners"]["n_generated"]
     listener_splits = assign_splits(n_gen, recipe["seed"], 13, LISTENER_FRACTIONS)

@@ -226,10 +226,6 @@ def _erb_rate(f_hz):
     return 21.4 * math.log10(1.0 + 0.00437 * f_hz)
 
 
-def _erb_rate_inv(e):
-    return (10.0 ** (e / 21.4) - 1.0) / 0.00437
-
-
 class AuditoryFrontend(Frontend):
     """Front end ``auditory``: a calibrated ERB-spaced filterbank read against the listener's thresholds.
 

@@ -20,10 +20,6 @@ from benchmark.audiogram import Audiogram
 from benchmark.errors import AudioError, BenchError
 from processors.base import Presentation, check_signal
 
-#: Sample rates every processor is tested at; others work if the filters fit below Nyquist.
-TESTED_SAMPLE_RATES_HZ = (16000, 24000, 44100, 48000)
-
-
 def channel_audiograms(signal: np.ndarray, presentation: Presentation) -> list[Audiogram]:
     """Check ``signal`` and return the audiogram of the ear each channel feeds.
 

@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from benchmark.audiogram import (Audiogram, builtin_audiograms, load_listeners_json,
