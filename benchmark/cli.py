@@ -240,29 +240,31 @@ def rescore(
 
 @app.command()
 def leaderboard(
-    run_dir: Path = typer.Argument(..., help="A run folder, results/<run-id>."),
-    out: Optional[Path] = typer.Option(None, help="Markdown file [default: <run>/leaderboard.md]."),
+    run_dirs: list[Path] = typer.Argument(..., help="A run folder, results/<run-id>; or several run over the "
+                                          "same trials with different processors, ranked together."),
+    out: Optional[Path] = typer.Option(None, help="Markdown file [default: <run>/leaderboard.md; needed "
+                                       "for several runs]."),
     title: Optional[str] = typer.Option(None, help="Title of the page."),
     by: Optional[str] = typer.Option(None, help="Also rank within each value of these columns: "
                                      "scenario, noise, snr, condition, spl, severity, audiogram "
                                      "(default: the listening-condition columns that vary)."),
 ) -> None:
-    """Write the Markdown leaderboard of a run."""
+    """Write the Markdown leaderboard of a run, or of several runs ranked together."""
     from benchmark import leaderboard as lb
+    from benchmark.merge import load_runs
     from benchmark.options import split_list
-    from benchmark.store import RunStore, load_table
 
     try:
         groups = lb.check_by(split_list(by)) if by is not None else None  # before reading
-        table = load_table(run_dir)
-        command = (f"bench leaderboard {run_dir}" + (f" --out {out}" if out else "")
+        target = _output_for(run_dirs, out, "leaderboard.md")
+        table, run_commands = load_runs(run_dirs)
+        command = (f"bench leaderboard {' '.join(map(str, run_dirs))}" + (f" --out {out}" if out else "")
                    + (f" --by {by}" if by is not None else ""))
-        run_command = RunStore(run_dir).meta().get("command") if (run_dir / "run.json").exists() else None
-        text = lb.render(table, title=title or f"HAAQI leaderboard: {run_dir.name}",
-                         command=command, by=groups, run_command=run_command)
+        names = " + ".join(d.name for d in run_dirs)
+        text = lb.render(table, title=title or f"HAAQI leaderboard: {names}",
+                         command=command, by=groups, run_command="\n".join(run_commands) or None)
     except BenchError as exc:
         _fail(exc)
-    target = out or run_dir / "leaderboard.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     typer.echo(f"wrote {target}")
@@ -270,19 +272,30 @@ def leaderboard(
 
 @app.command()
 def plot(
-    run_dir: Path = typer.Argument(..., help="A run folder, results/<run-id>."),
-    out: Optional[Path] = typer.Option(None, help="Folder for PNGs [default: <run>/plots]."),
+    run_dirs: list[Path] = typer.Argument(..., help="A run folder, results/<run-id>; or several run over the "
+                                          "same trials with different processors, drawn together."),
+    out: Optional[Path] = typer.Option(None, help="Folder for PNGs [default: <run>/plots; needed for "
+                                       "several runs]."),
 ) -> None:
-    """Draw HAAQI against SPL per processor, and a processors × audiograms heatmap."""
+    """Draw HAAQI against SPL per processor, heatmaps and the HAAQI-Net agreement, of one or several runs."""
     from benchmark import plots
-    from benchmark.store import load_table
+    from benchmark.merge import load_runs
 
     try:
-        paths = plots.plot_all(load_table(run_dir), out or run_dir / "plots")
+        target = _output_for(run_dirs, out, "plots")
+        paths = plots.plot_all(load_runs(run_dirs)[0], target)
     except BenchError as exc:
         _fail(exc)
     for p in paths:
         typer.echo(f"wrote {p}")
+
+
+def _output_for(run_dirs: list[Path], out: Optional[Path], default: str) -> Path:
+    if out is not None:
+        return out
+    if len(run_dirs) > 1:
+        raise BenchError("give --out when combining several runs (no run folder is theirs alone)")
+    return run_dirs[0] / default
 
 
 @app.command("ls")
