@@ -248,6 +248,8 @@ def leaderboard(
     by: Optional[str] = typer.Option(None, help="Also rank within each value of these columns: "
                                      "scenario, noise, snr, condition, spl, severity, audiogram "
                                      "(default: the listening-condition columns that vary)."),
+    against: Optional[str] = typer.Option(None, help="Compare every processor with this one (label or id), "
+                                          "paired trial by trial [default: each with the next in the ranking]."),
 ) -> None:
     """Write the Markdown leaderboard of a run, or of several runs ranked together."""
     from benchmark import leaderboard as lb
@@ -259,10 +261,11 @@ def leaderboard(
         target = _output_for(run_dirs, out, "leaderboard.md")
         table, run_commands = load_runs(run_dirs)
         command = (f"bench leaderboard {' '.join(map(str, run_dirs))}" + (f" --out {out}" if out else "")
-                   + (f" --by {by}" if by is not None else ""))
+                   + (f" --by {by}" if by is not None else "") + (f" --against {against}" if against else ""))
         names = " + ".join(d.name for d in run_dirs)
         text = lb.render(table, title=title or f"HAAQI leaderboard: {names}",
-                         command=command, by=groups, run_command="\n".join(run_commands) or None)
+                         command=command, by=groups, run_command="\n".join(run_commands) or None,
+                         against=against)
     except BenchError as exc:
         _fail(exc)
     target.parent.mkdir(parents=True, exist_ok=True)

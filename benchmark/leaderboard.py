@@ -57,6 +57,45 @@ def ranking(table: pd.DataFrame, value: str = "haaqi") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+#: What identifies a trial, less its processor: the trials of two processors are paired on these.
+TRIAL_COLUMNS = ("clip_id", "listener", "ear", "spl_db", "scenario", "noise", "snr_db")
+
+
+def paired_difference(table: pd.DataFrame, a: str, b: str, value: str = "haaqi") -> dict:
+    """Processor ``a`` minus ``b`` (processor ids) on the trials both scored, paired on :data:`TRIAL_COLUMNS`.
+
+    Returns the mean difference (the mean over clips of each clip's mean, as :func:`ranking` averages), its
+    95 % cluster-bootstrap CI over clips, the number of paired trials and the share of them where ``a``
+    scored higher.
+    """
+    ok = table[table["status"] == "ok"]
+    cols = [c for c in TRIAL_COLUMNS if c in ok]
+    pairs = pd.merge(ok.loc[ok["processor_id"] == a, [*cols, value]],
+                     ok.loc[ok["processor_id"] == b, [*cols, value]], on=cols, suffixes=("_a", "_b"))
+    pairs["difference"] = pairs[f"{value}_a"] - pairs[f"{value}_b"]
+    if pairs.empty:
+        nan = float("nan")
+        return {"mean": nan, "ci_low": nan, "ci_high": nan, "n": 0, "a_higher": nan}
+    lo, hi = bootstrap_ci(pairs, "difference")
+    return {"mean": float(pairs.groupby("clip_id")["difference"].mean().mean()), "ci_low": lo, "ci_high": hi,
+            "n": len(pairs), "a_higher": float((pairs["difference"] > 0).mean())}
+
+
+def find_processor(table: pd.DataFrame, name: str) -> str:
+    """The processor id of ``name`` (an id, or a label that names one configuration)."""
+    ids = sorted(table["processor_id"].unique())
+    if name in ids:
+        return name
+    labels = table.drop_duplicates("processor_id").set_index("processor_id")["processor_label"] \
+        if "processor_label" in table else pd.Series(ids, index=ids)
+    matches = sorted(labels.index[labels == name])
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise BenchError(f"{name!r} names {len(matches)} configurations ({', '.join(matches)}); give its id")
+    raise BenchError(f"no processor {name!r} in this table; it has {', '.join(sorted(set(labels)))}")
+
+
 #: ``--by`` names -> (table column, heading).
 GROUPINGS = {"scenario": ("scenario", "scenario"), "noise": ("noise", "noise"),
              "snr": ("snr_db", "SNR"), "condition": ("condition", "listening condition"),
@@ -116,13 +155,15 @@ def _fmt_spl(spl: float) -> str:
 
 
 def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: str | None = None,
-           by=None, run_command: str | None = None) -> str:
+           by=None, run_command: str | None = None, against: str | None = None) -> str:
     """Markdown leaderboard of a results table (deterministic for a given table).
 
     Args:
         by: ``--by`` names (:data:`GROUPINGS`) to rank within each value of;
             None: the condition columns that vary.
-        run_command: the ``bench run`` command that made the table (run.json), shown first.
+        run_command: the ``bench run`` command(s) that made the table (run.json), shown first.
+        against: a processor (id or label) every other one is compared with, paired trial by trial;
+            None: each processor against the next in the ranking.
     """
     if table.empty or "status" not in table:
         raise BenchError("the results table is empty: nothing to rank")
@@ -131,6 +172,7 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise BenchError("no trial in this table has a score (all failed); see the error column")
+    against = find_processor(table, against) if against is not None else None
     ranks = ranking(table)
     spls = sorted(ok["spl_db"].unique())
     severities = [s for s in SEVERITY_ORDER if s in set(ok["severity"])]
@@ -168,6 +210,7 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
         cells += [_cell(scored[scored["severity"] == s]["haaqi"]) for s in severities]
         cells += [str(r["n"]), str(r["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _paired_section(table, ranks, against)
     if len(conditions) > 1:
         lines += ["", "## Per listening condition", ""]
         lines += _pivot(ok, "condition", ranks, keys=conditions)
@@ -263,6 +306,35 @@ def _by_section(table: pd.DataFrame, name: str) -> list[str]:
                          f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} | {r['errors']} |")
         lines.append("")
     return lines[:-1] if lines[-1] == "" else lines
+
+
+def _paired_section(table: pd.DataFrame, ranks: pd.DataFrame, against: str | None) -> list[str]:
+    """Paired differences: each processor against ``against``, or against the next in the ranking."""
+    ids = ranks["processor_id"].tolist()
+    if len(ids) < 2:
+        return []
+    label = dict(zip(ranks["processor_id"], ranks["processor"]))
+    if against is None:
+        pairs = list(zip(ids[:-1], ids[1:]))
+        whom = "the next one in the ranking"
+    else:
+        pairs = [(pid, against) for pid in ids if pid != against]
+        whom = f"`{label[against]}`"
+    lines = ["", "## Paired differences", "",
+             f"Each processor against {whom}, on the trials both scored (the same clip, listener, ear, SPL "
+             "and condition): the mean HAAQI difference over clips, its 95 % CI by cluster bootstrap over "
+             "clips, and the share of paired trials where the first scored higher. An interval that excludes "
+             "0 separates the pair; each interval holds for its own comparison (no correction for "
+             "multiple comparisons).", "",
+             "| Processor | vs | difference | 95% CI | higher on | pairs |", "|:---|:---|---:|:---:|---:|---:|"]
+    for a, b in pairs:
+        d = paired_difference(table, a, b)
+        if not d["n"]:
+            lines.append(f"| `{label[a]}` | `{label[b]}` | - | - | - | 0 |")
+            continue
+        lines.append(f"| `{label[a]}` | `{label[b]}` | {d['mean']:+.3f} | "
+                     f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {100 * d['a_higher']:.0f} % | {d['n']} |")
+    return lines
 
 
 def _pivot(ok: pd.DataFrame, column: str, ranks: pd.DataFrame, keys=None) -> list[str]:

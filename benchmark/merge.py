@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchError
+from benchmark.leaderboard import TRIAL_COLUMNS
 from benchmark.store import RUN_JSON, RunStore, load_table
 
 #: run.json settings that must agree (the corpus is compared by its manifest hash instead).
@@ -34,8 +35,6 @@ SHARED_SETTINGS = ("excerpt_s", "listeners", "reference", "haaqi_backend")
 #: Table columns that must hold the same values in every run.
 SHARED_COLUMNS = ("corpus_manifest_hash", "reference", "equalisation", "haaqi_backend_version",
                   "haaqinet_checkpoint")
-#: What a trial is, less the processor.
-GRID_COLUMNS = ("clip_id", "listener", "ear", "spl_db", "scenario", "noise", "snr_db")
 _HINTS = {
     "haaqinet_checkpoint": " (`bench rescore <run> --haaqinet-checkpoint ...` re-predicts one of them)",
     "haaqi_backend_version": " (rerun one of them with the same haaqi-bench version)",
@@ -88,7 +87,7 @@ def _check_columns(names: list[str], tables: list[pd.DataFrame]) -> None:
 
 
 def _grid(table: pd.DataFrame) -> set[tuple]:
-    cols = [c for c in GRID_COLUMNS if c in table]
+    cols = [c for c in TRIAL_COLUMNS if c in table]
     return {tuple(map(_text, row)) for row in table[cols].itertuples(index=False, name=None)}
 
 

@@ -1,4 +1,5 @@
 import os
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from benchmark.store import RunStore, journal_to_table, load_table
 
 
 def _rows(processor, base, n_clips=6, status="ok"):
-    rng = np.random.default_rng(abs(hash(processor)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(processor.encode()))       # not hash(): salted per process
     rows = []
     for c in range(n_clips):
         for spl in (55.0, 65.0):
@@ -123,3 +124,59 @@ def test_leaderboard_agreement_section_and_system_rank():
     assert "## Agreement of HAAQI-Net with HAAQI" in text
     assert "| all | 72 | 1.000 | 1.000 | 1.000 |" in text
     assert "Spearman 1.000" in text
+
+
+def _paired_rows(processor, clip_level, offset, noise=0.0, seed=0, label=None):
+    """Trials whose HAAQI is a clip's level plus ``offset``: clips differ much more than processors."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, level in enumerate(clip_level):
+        for ear in ("left", "right"):
+            for spl in (55.0, 65.0):
+                rows.append({"trial_key": f"c{c}|N2|{ear}|{spl:g}|{processor}", "clip_id": f"c{c}",
+                             "listener": "N2", "audiogram": "N2", "severity": "mild", "spl_db": spl, "ear": ear,
+                             "processor_id": processor, "processor_label": label or processor, "status": "ok",
+                             "error": "", "error_stage": "", "haaqi": level + offset + noise * rng.standard_normal()})
+    return rows
+
+
+def test_paired_difference_known_answer_and_only_trials_both_scored():
+    levels = np.linspace(0.2, 0.9, 8)
+    table = pd.DataFrame(_paired_rows("a", levels, 0.1) + _paired_rows("b", levels, 0.0))
+    d = leaderboard.paired_difference(table, "a", "b")
+    assert d["n"] == 32 and d["a_higher"] == 1.0
+    assert d["mean"] == pytest.approx(0.1) and d["ci_low"] == pytest.approx(0.1) and d["ci_high"] == pytest.approx(0.1)
+    failed = (table["processor_id"] == "b") & (table["clip_id"] == "c0")
+    table.loc[failed, "status"], table.loc[failed, "haaqi"] = "error", np.nan
+    assert leaderboard.paired_difference(table, "a", "b")["n"] == 28
+    assert leaderboard.paired_difference(table, "b", "a")["mean"] == pytest.approx(-0.1)
+
+
+def test_pairing_separates_processors_whose_unpaired_intervals_overlap():
+    levels = np.random.default_rng(5).uniform(0.1, 0.9, 10)           # clips differ by up to 0.8
+    table = pd.DataFrame(_paired_rows("better", levels, 0.03, noise=0.01, seed=1)
+                         + _paired_rows("worse", levels, 0.0, noise=0.01, seed=2))
+    ranks = leaderboard.ranking(table).set_index("processor_id")
+    assert ranks.loc["worse", "ci_high"] > ranks.loc["better", "ci_low"]      # unpaired: overlapping
+    d = leaderboard.paired_difference(table, "better", "worse")
+    assert 0.0 < d["ci_low"] < 0.03 < d["ci_high"]
+    text = leaderboard.render(table)
+    assert "## Paired differences" in text and "| `better` | `worse` | +0.03" in text
+
+
+def test_against_compares_every_processor_with_one_and_names_are_checked():
+    levels = np.linspace(0.2, 0.9, 4)
+    table = pd.DataFrame(_paired_rows("x-1", levels, 0.1, label="x") + _paired_rows("y-1", levels, 0.0, label="y")
+                         + _paired_rows("z-1", levels, -0.1, label="z"))
+    text = leaderboard.render(table, against="y")
+    section = text.split("## Paired differences")[1].split("\n## ")[0]
+    assert "| `x` | `y` | +0.100 |" in section and "| `z` | `y` | -0.100 |" in section
+    assert "\n| `y` |" not in section          # not against itself
+    assert leaderboard.render(table, against="y-1") == text
+    with pytest.raises(BenchError, match="no processor 'w'.*x, y, z"):
+        leaderboard.render(table, against="w")
+    table = pd.concat([table, pd.DataFrame(_paired_rows("y-2", levels, 0.05, label="y"))])
+    with pytest.raises(BenchError, match="names 2 configurations"):
+        leaderboard.render(table, against="y")
+    single = pd.DataFrame(_paired_rows("x-1", levels, 0.1))
+    assert "Paired differences" not in leaderboard.render(single)
