@@ -130,25 +130,22 @@ def _checkpoint_spec(value: str | None) -> str:
 
 @contextlib.contextmanager
 def _trial_progress(resumed: str):
-    """A trials progress bar; yields (on_start, on_rows) callbacks for the runner and the rescore.
+    """Trials progress (:mod:`benchmark.progress`); yields (on_start, on_rows) callbacks for the runner and rescore.
 
     ``resumed`` formats the resume message with ``{done}`` and ``{todo}``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from benchmark.progress import progress
 
     console = _console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=console, transient=False) as progress:
-        task = progress.add_task("trials", total=None)
+    with progress("trials", console) as counter:
 
         def on_start(n_todo, n_done):
             if n_done:
                 console.print(resumed.format(done=n_done, todo=n_todo))
-            progress.update(task, total=n_todo)
+            counter.set_total(n_todo)
 
         def on_rows(rows):
-            progress.advance(task, len(rows))
+            counter.advance(len(rows))
 
         yield on_start, on_rows
 
@@ -351,15 +348,13 @@ def haaqi(
 
 
 def _score_manifest(manifest, out, backend, equalisation, as_json, workers) -> None:
-    from rich.progress import Progress
-
     from benchmark import pairs
+    from benchmark.progress import progress
 
     table = pairs.read_manifest(manifest)
-    with Progress(console=_console()) as progress:
-        task = progress.add_task("pairs", total=len(table))
+    with progress("pairs", _console(), total=len(table)) as counter:
         scores = pairs.score_manifest(table, backend=backend, default_equalisation=equalisation,
-                                      workers=workers, on_row=lambda: progress.advance(task))
+                                      workers=workers, on_row=counter.advance)
     if out:
         scores.to_csv(out, index=False)
         typer.echo(f"wrote {out} ({(scores['status'] == 'ok').sum()} ok, "

@@ -27,6 +27,7 @@ def test_tiny_sweep_end_to_end(tmp_path, audio_folder):
                "--corpus", str(audio_folder), "--limit", "2", "--excerpt-s", "1", "--workers", "0",
                "--haaqi-backend", BACKEND, "--results", str(tmp_path / "results"), "--run-id", "tiny")
     assert res.exit_code == 0, res.output
+    assert "trials 16/16 (100 %)" in res.output          # progress as a plain line: the output is not a terminal
     run_dir = tmp_path / "results" / "tiny"
     table = pd.read_parquet(run_dir / "scores.parquet")
     # 2 clips x 2 listeners x 1 SPL x 2 processors x 2 ears

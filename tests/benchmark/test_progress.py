@@ -1,0 +1,41 @@
+"""Progress in a log (not a terminal): timed plain lines, and always a last one."""
+
+import io
+
+from rich.console import Console
+
+from benchmark import progress
+
+
+def _log():
+    out = io.StringIO()
+    return out, Console(file=out, force_terminal=False, width=200)
+
+
+def test_lines_in_a_log_show_count_share_and_eta():
+    out, console = _log()
+    with progress.progress("trials", console, every_s=0.0) as counter:
+        counter.set_total(4)
+        counter.advance(1)
+        counter.advance(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("trials 1/4 (25 %), 0:00 elapsed, ETA 0:00")
+    assert lines[1].startswith("trials 2/4 (50 %)")
+    assert lines[-1].startswith("trials 2/4 (50 %)")        # the closing line, where the work stopped
+
+
+def test_lines_are_timed_and_the_last_one_is_always_written():
+    out, console = _log()
+    with progress.progress("pairs", console, total=1000) as counter:   # every 30 s: none during a fast loop
+        for _ in range(1000):
+            counter.advance()
+    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[0]]
+    assert out.getvalue().startswith("pairs 1000/1000 (100 %), 0:00 elapsed, ETA 0:00")
+
+
+def test_unknown_total_and_long_clock():
+    out, console = _log()
+    with progress.progress("items", console) as counter:
+        counter.advance(3)
+    assert out.getvalue().startswith("items 3, 0:00 elapsed")
+    assert progress._clock(3725) == "1:02:05" and progress._clock(59.6) == "1:00"
