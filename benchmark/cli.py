@@ -48,8 +48,14 @@ def _console():
     return Console(stderr=True, soft_wrap=True)
 
 
+#: ``bench run`` options that define the trials and how they are judged (what ``--like`` takes from a run).
+SWEEP_OPTIONS = ("spl", "audiograms", "listeners", "corpus", "excerpt_s", "limit", "clips", "small", "reference",
+                 "scenario", "noise", "snr", "haaqi_backend", "haaqinet", "haaqinet_checkpoint")
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     processor: str = typer.Option(DEFAULT_PROCESSORS, "--processor", "-p",
                                   help="Comma-separated processor names or file.py:Class."),
     spl: str = typer.Option(DEFAULT_SPLS, help="Presentation levels of the music in dB SPL."),
@@ -86,28 +92,22 @@ def run(
     trial_timeout: Optional[float] = typer.Option(None, help="Seconds one job (clip x listener x "
                                                   "SPL, all processors) may run."),
     worker_memory_gb: Optional[float] = typer.Option(None, help="Memory limit per worker in GiB."),
+    like: Optional[Path] = typer.Option(None, help="Take every sweep setting (SPLs, listeners, corpus, clips, "
+                                        "excerpt, conditions, reference, HAAQI backend, HAAQI-Net) from this run "
+                                        "folder, so that the new run can be ranked with it."),
 ) -> None:
     """Run (or resume) a sweep and write the table, leaderboard and plots of the run."""
     from benchmark import options
-    from benchmark.sweep import SweepConfig
 
     try:
-        scenarios, noises, snrs_db = options.parse_scenarios(scenario, noise, snr)
-        config = SweepConfig(
-            processors=options.parse_processors(processor, param),
-            spls_db=options.parse_spls(spl),
-            listeners=options.parse_listeners(
-                audiograms if audiograms or listeners else DEFAULT_AUDIOGRAMS,
-                str(listeners) if listeners else None),
-            corpus=corpus, excerpt_s=4.0 if small else excerpt_s,
-            reference=reference, haaqi_backend=haaqi_backend,
-            haaqinet_checkpoint=_checkpoint_spec(haaqinet_checkpoint) if haaqinet else None,
-            limit_clips=2 if small and limit is None else limit,
-            clip_ids=tuple(c.strip() for c in clips.split(",") if c.strip()) if clips is not None else None,
-            scenarios=scenarios, noises=noises, snrs_db=snrs_db)
+        if like is not None:
+            config = _like(ctx, like, options.parse_processors(processor, param))
+        else:
+            config = _config(processor, param, spl, audiograms, listeners, corpus, excerpt_s, limit, clips, small,
+                             reference, scenario, noise, snr, haaqi_backend, haaqinet, haaqinet_checkpoint)
         from benchmark.haaqi import check_backend
 
-        check_backend(haaqi_backend)
+        check_backend(config.haaqi_backend)
         from benchmark.executors import make_executor
 
         pool = make_executor(executor, workers=dask_workers if executor == "dask" else workers,
@@ -117,6 +117,43 @@ def run(
     except BenchError as exc:
         _fail(exc)
     _report(summary)
+
+
+def _like(ctx: typer.Context, run_dir: Path, processors):
+    """The sweep of ``run_dir`` (its run.json) with other processors; refuses sweep options given beside it."""
+    from dataclasses import replace
+
+    from benchmark.store import RUN_JSON, RunStore
+    from benchmark.sweep import SweepConfig
+
+    given = [name for name in SWEEP_OPTIONS if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    if given:
+        flags = ", ".join("--haaqinet/--no-haaqinet" if name == "haaqinet" else "--" + name.replace("_", "-")
+                          for name in given)
+        raise BenchError(f"--like takes the sweep settings from {run_dir}; drop {flags}")
+    if not (run_dir / RUN_JSON).exists():
+        raise BenchError(f"--like {run_dir}: not a run folder (no {RUN_JSON})")
+    return replace(SweepConfig.from_dict(RunStore(run_dir).meta()["config"]), processors=processors)
+
+
+def _config(processor, param, spl, audiograms, listeners, corpus, excerpt_s, limit, clips, small, reference,
+            scenario, noise, snr, haaqi_backend, haaqinet, haaqinet_checkpoint):
+    """The sweep configuration of ``bench run``'s options."""
+    from benchmark import options
+    from benchmark.sweep import SweepConfig
+
+    scenarios, noises, snrs_db = options.parse_scenarios(scenario, noise, snr)
+    return SweepConfig(
+        processors=options.parse_processors(processor, param),
+        spls_db=options.parse_spls(spl),
+        listeners=options.parse_listeners(audiograms if audiograms or listeners else DEFAULT_AUDIOGRAMS,
+                                          str(listeners) if listeners else None),
+        corpus=corpus, excerpt_s=4.0 if small else excerpt_s,
+        reference=reference, haaqi_backend=haaqi_backend,
+        haaqinet_checkpoint=_checkpoint_spec(haaqinet_checkpoint) if haaqinet else None,
+        limit_clips=2 if small and limit is None else limit,
+        clip_ids=tuple(c.strip() for c in clips.split(",") if c.strip()) if clips is not None else None,
+        scenarios=scenarios, noises=noises, snrs_db=snrs_db)
 
 
 def _checkpoint_spec(value: str | None) -> str:
@@ -130,7 +167,7 @@ def _checkpoint_spec(value: str | None) -> str:
 
 @contextlib.contextmanager
 def _trial_progress(resumed: str):
-    """Trials progress (:mod:`benchmark.progress`); yields (on_start, on_rows) callbacks for the runner and rescore.
+    """Trials progress (:mod:`benchmark.progress`); yields (on_start, on_rows) callbacks for run and rescore.
 
     ``resumed`` formats the resume message with ``{done}`` and ``{todo}``.
     """

@@ -105,3 +105,26 @@ def test_runs_with_other_provenance_are_refused(runs):
     (runs["new"] / "run.json").unlink()
     with pytest.raises(BenchError, match="run.json: new"):
         load_runs([runs["base"], runs["new"]])
+
+
+def test_like_takes_the_sweep_of_a_run_so_that_they_rank_together(runs, tmp_path):
+    args = ["run", "--processor", "nalr-agc", "--like", str(runs["base"]), "--workers", "0",
+            "--results", str(tmp_path), "--run-id", "liked"]
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    base = json.loads((runs["base"] / "run.json").read_text())["config"]
+    liked = json.loads((tmp_path / "liked" / "run.json").read_text())["config"]
+    assert [p["name"] for p in liked.pop("processors")] == ["nalr-agc"]
+    base.pop("processors")
+    assert liked == base                                   # corpus, clips, SPLs, listeners, excerpt, HAAQI-Net off
+    merged, _ = load_runs([runs["base"], tmp_path / "liked"])
+    assert sorted(merged["processor"].unique()) == ["nalr", "nalr-agc", "unprocessed"]
+
+
+def test_like_refuses_sweep_options_beside_it_and_a_folder_that_is_not_a_run(runs, tmp_path):
+    res = CliRunner().invoke(app, ["run", "--processor", "nalr-agc", "--like", str(runs["base"]), "--spl", "70",
+                                   "--no-haaqinet", "--results", str(tmp_path)])
+    assert res.exit_code != 0 and "drop --spl, --haaqinet/--no-haaqinet" in res.output
+    res = CliRunner().invoke(app, ["run", "--processor", "nalr-agc", "--like", str(tmp_path / "nothing"),
+                                   "--results", str(tmp_path)])
+    assert res.exit_code != 0 and "not a run folder" in res.output
