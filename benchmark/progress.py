@@ -31,6 +31,32 @@ def progress(label: str, console, total: int | None = None, every_s: float = LIN
     lines.show()
 
 
+def reporter(label: str, console, every_s: float = LINE_EVERY_S):
+    """A ``(done, total, *_)`` callback for code that counts its own progress (``haaqinet`` commands).
+
+    On a terminal it rewrites one line about every 2 %; in a log it writes a timed line as
+    :func:`progress` does, and one when ``done`` reaches ``total``.
+    """
+    if console.is_terminal:
+        state = {"last": -1}
+
+        def show(done: int, total: int, *_):
+            step = max(1, total // 50)
+            if done // step != state["last"] or done == total:
+                state["last"] = done // step
+                console.file.write(f"\r{label}: {done}/{total}" + ("\n" if done == total else ""))
+                console.file.flush()
+        return show
+    lines = _Lines(label, console, None, every_s)
+
+    def log(done: int, total: int, *_):
+        lines.total = total
+        lines.advance(done - lines.done)
+        if done == total:
+            lines.show()
+    return log
+
+
 class _Bar:
     def __init__(self, bar, task):
         self._bar, self._task = bar, task

@@ -32,15 +32,12 @@ def _echo(message: str) -> None:
 
 
 def _progress(label: str):
-    """A progress callback ``(done, total)`` printing about every 2 %."""
-    state = {"last": -1}
+    """A progress callback ``(done, total)``: a rewritten line on a terminal, timed lines in a log."""
+    from rich.console import Console
 
-    def show(done: int, total: int, *_):
-        step = max(1, total // 50)
-        if done // step != state["last"] or done == total:
-            state["last"] = done // step
-            typer.echo(f"\r{label}: {done}/{total}", err=True, nl=done == total)
-    return show
+    from benchmark.progress import reporter
+
+    return reporter(label, Console(stderr=True, soft_wrap=True))
 
 
 @app.command("make-data")

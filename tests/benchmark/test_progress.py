@@ -39,3 +39,15 @@ def test_unknown_total_and_long_clock():
         counter.advance(3)
     assert out.getvalue().startswith("items 3, 0:00 elapsed")
     assert progress._clock(3725) == "1:02:05" and progress._clock(59.6) == "1:00"
+
+
+def test_reporter_for_counting_code_writes_timed_lines_and_the_end():
+    out, console = _log()
+    show = progress.reporter("labelled items", console)          # every 30 s: only the end in a fast loop
+    for done in range(1, 11):
+        show(done, 10)
+    assert out.getvalue().splitlines() == ["labelled items 10/10 (100 %), 0:00 elapsed, ETA 0:00"]
+    out, console = _log()
+    show = progress.reporter("audio read", console, every_s=0.0)
+    show(3, 6)
+    assert out.getvalue().startswith("audio read 3/6 (50 %)")
