@@ -393,6 +393,23 @@ def test_broadband_aligner_picks_the_float64_lag(shift):
     assert np.array_equal(aligner.align(flat), _shifted_and_pruned(aligner, flat, _broadband_delay(ref, flat)))
 
 
+def test_broadband_alignment_in_batches_gives_each_signal_its_own_lag(monkeypatch):
+    rng = _rng(16)
+    n = 6000
+    ref = rng.standard_normal(n) * np.hanning(n)
+    procs = [0.5 * np.roll(ref, s) + 0.2 * rng.standard_normal(n) for s in (-300, 0, 17, 900, 5)]
+    procs.append(np.ones(n))
+    nfft = ear_model.BroadbandAligner(ref).nfft
+    for rows, batch in ((1, 1), (4, 4), (100, 100)):                # one by one, 4 + 2, all at once
+        monkeypatch.setattr(ear_model, "ALIGN_BATCH_BYTES", rows * 4 * nfft)
+        aligner = ear_model.BroadbandAligner(ref)
+        assert aligner.batch == batch
+        got = aligner.align_many(procs)
+        assert len(got) == len(procs)
+        for proc, out in zip(procs, got):
+            assert np.array_equal(out, _shifted_and_pruned(aligner, proc, _broadband_delay(ref, proc)))
+
+
 def test_bands_per_pass_fills_the_lanes():
     n = 240000
     assert ear_model.bands_per_pass(2, n) == 2                 # one processed signal: 2 bands x 2 signals

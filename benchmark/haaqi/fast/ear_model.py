@@ -47,6 +47,7 @@ NALR_TAPS = 140
 IHC_NOISE_DB = -10.0       # threshold noise, dB re auditory threshold
 SILENCE_DB = 2.5           # HAAQI's silence threshold (dB SL; also on the reference BM RMS per tile)
 WORK_BYTES = 256 * 2**20   # most memory for the per-band work arrays of one call
+ALIGN_BATCH_BYTES = 32 * 2**20   # float32 rows of the processed signals in one batch of alignment FFTs
 
 
 @dataclass(frozen=True)
@@ -199,26 +200,47 @@ class BroadbandAligner:
         self._buf = np.zeros(self.nfft, dtype=np.float32)     # only [:n] is ever written
         self._buf[:n] = self._ref
         self.spec = sfft.rfft(self._buf)
+        self.batch = max(1, ALIGN_BATCH_BYTES // (4 * self.nfft))    # signals per batch of FFTs (align_many)
         mag = np.abs(reference)
         above = np.flatnonzero(mag > 0.001 * mag.max())
         self.first, self.last = int(above[0]), int(above[-1])
 
     def align(self, processed: np.ndarray) -> np.ndarray:
         """The processed signal shifted to the reference (less 2 ms) and pruned like the reference."""
+        return self.align_many([processed])[0]
+
+    def align_many(self, processed: list) -> list[np.ndarray]:
+        """:meth:`align` of several signals: their FFTs run as batches of up to :data:`ALIGN_BATCH_BYTES`
+        of float32 rows (2.5x / 1.6x cheaper per forward / inverse transform than one by one, as scipy's
+        FFT vectorises across rows). The lags found are the float64 ones either way."""
         n, nfft = self.n, self.nfft
-        centred = processed - processed.mean()
-        norm = math.sqrt(filters.to_float32(centred, self._buf[:n]))
-        spec = sfft.rfft(self._buf)
-        np.conjugate(spec, out=spec)
-        spec *= self.spec
-        r = sfft.irfft(spec, nfft)
+        out = []
+        for c0 in range(0, len(processed), self.batch):
+            chunk = processed[c0:c0 + self.batch]
+            rows = self._buf if len(chunk) == 1 else np.zeros((len(chunk), nfft), dtype=np.float32)
+            rows = rows.reshape(len(chunk), nfft)
+            centred = [p - p.mean() for p in chunk]
+            norms = [math.sqrt(filters.to_float32(c, row[:n])) for c, row in zip(centred, rows)]
+            spec = sfft.rfft(rows, axis=1)
+            np.conjugate(spec, out=spec)
+            spec *= self.spec
+            for p, c, norm, r in zip(chunk, centred, norms, sfft.irfft(spec, nfft, axis=1)):
+                out.append(self._shifted(p, self._delay(c, norm, r)))
+        return out
+
+    def _delay(self, centred: np.ndarray, norm: float, r: np.ndarray) -> int:
+        """The delay from one circular float32 cross-covariance ``r`` (length nfft)."""
+        n, nfft = self.n, self.nfft
         # lags L = -(n-1)..n-1 (sum_i processed[i] reference[i + L]) are r[nfft-(n-1):] then r[:n]
         mag = np.abs(np.concatenate((r[nfft - (n - 1):], r[:n])))
         lags = np.flatnonzero(mag >= mag.max() - LAG_TOLERANCE * self._ref_norm * norm) - (n - 1)
         if lags.size > 1:
             exact = np.abs(exact_covariances(centred, self._ref, lags))
             lags = lags[np.flatnonzero(exact == exact.max())]
-        delay = int(np.rint(-lags[0] - 2 * RATE_HZ / 1000.0))
+        return int(np.rint(-lags[0] - 2 * RATE_HZ / 1000.0))
+
+    def _shifted(self, processed: np.ndarray, delay: int) -> np.ndarray:
+        n = self.n
         first, last = self.first, self.last
         out = np.zeros(last + 1 - first)
         lo, hi = max(first, -delay), min(last + 1, n - delay)   # out[i] = processed[first + i + delay]
