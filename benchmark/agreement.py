@@ -5,14 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+#: Least standard deviation of HAAQI over a group for its correlations to mean anything: below it HAAQI is
+#: nearly constant (e.g. ``nalr`` under the ``nalr`` reference convention: 0.999 +/- 0.0003), and a
+#: correlation with it would measure noise.
+MIN_HAAQI_SD = 0.01
+
+
 def stats(haaqi: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """LCC, SRCC, Kendall tau and MSE of predictions against HAAQI (NaN if undefined)."""
+    """LCC, SRCC, Kendall tau and MSE of predictions against HAAQI.
+
+    The correlations are NaN (undefined) for fewer than 3 trials, a constant prediction, or HAAQI
+    spread less than :data:`MIN_HAAQI_SD`; the MSE is defined for any n > 0.
+    """
     from scipy import stats as st
 
     x, y = np.asarray(haaqi, float), np.asarray(predicted, float)
     out = {"n": int(x.size), "lcc": np.nan, "srcc": np.nan, "kendall": np.nan,
            "mse": float(np.mean((x - y) ** 2)) if x.size else np.nan}
-    if x.size >= 3 and np.std(x) > 0 and np.std(y) > 0:
+    if x.size >= 3 and np.std(x) >= MIN_HAAQI_SD and np.std(y) > 0:
         out["lcc"] = float(st.pearsonr(x, y)[0])
         out["srcc"] = float(st.spearmanr(x, y)[0])
         out["kendall"] = float(st.kendalltau(x, y)[0])

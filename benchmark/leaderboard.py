@@ -364,19 +364,33 @@ def _agreement(table: pd.DataFrame) -> list[str]:
                  (proc_col, "processor")]
     if "condition" in table and table["condition"].nunique() > 1:
         groupings.insert(1, ("condition", "condition"))
+    undefined = False
     for column, label in groupings:
         for _, r in agreement.by_group(table, column).iterrows():
             group = "all" if column is None else f"{label} {r['group']:g}" if column == "spl_db" \
                 else f"{label} {r['group']}"
-            lines.append(f"| {group} | {int(r['n'])} | {r['lcc']:.3f} | {r['srcc']:.3f} | "
-                         f"{r['kendall']:.3f} | {r['mse']:.4f} |")
+            undefined |= bool(np.isnan(r["lcc"]))
+            lines.append(f"| {group} | {int(r['n'])} | {_stat(r['lcc'])} | {_stat(r['srcc'])} | "
+                         f"{_stat(r['kendall'])} | {r['mse']:.4f} |")
+    if undefined:
+        lines += ["", f"–: no correlation, because the group has fewer than 3 trials or HAAQI barely varies "
+                  f"in it (standard deviation below {agreement.MIN_HAAQI_SD:g}), so a correlation would "
+                  "measure noise; the MSE still holds."]
     system = agreement.system_rank_correlation(table)
     means = rows.groupby(proc_col)[["haaqi", "haaqinet"]].mean().sort_values("haaqi", ascending=False)
-    lines += ["", f"System level ({system['n_processors']} processors): rank correlation of the "
-              f"processor means, Spearman {system['spearman']:.3f}, Kendall {system['kendall']:.3f}.",
-              "", "| processor | mean HAAQI | mean HAAQI-Net |", "|:---|---:|---:|"]
+    if system["n_processors"] >= 3:
+        verdict = (f"System level ({system['n_processors']} processors): rank correlation of the processor "
+                   f"means, Spearman {system['spearman']:.3f}, Kendall {system['kendall']:.3f}.")
+    else:
+        verdict = (f"System level: a rank correlation of the processor means needs at least 3 processors; "
+                   f"this table has {system['n_processors']}.")
+    lines += ["", verdict, "", "| processor | mean HAAQI | mean HAAQI-Net |", "|:---|---:|---:|"]
     lines += [f"| `{name}` | {r['haaqi']:.3f} | {r['haaqinet']:.3f} |" for name, r in means.iterrows()]
     return lines
+
+
+def _stat(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.3f}"
 
 
 def _configs(table: pd.DataFrame) -> list[str]:

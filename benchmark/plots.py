@@ -161,8 +161,10 @@ def plot_agreement(table: pd.DataFrame, path: Path) -> Path | None:
             ax.scatter(g["haaqi"], g["haaqinet"], s=10, alpha=0.6, label=name)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         st = agreement.stats(sub["haaqi"], sub["haaqinet"])
-        ax.text(0.03, 0.97, f"LCC {st['lcc']:.3f}\nSRCC {st['srcc']:.3f}\nMSE {st['mse']:.4f}\n"
-                f"n {st['n']}", transform=ax.transAxes, va="top", fontsize=7)
+        corr = ("LCC, SRCC: -\n(n < 3 or HAAQI ~ constant)" if np.isnan(st["lcc"])
+                else f"LCC {st['lcc']:.3f}\nSRCC {st['srcc']:.3f}")
+        ax.text(0.03, 0.97, f"{corr}\nMSE {st['mse']:.4f}\nn {st['n']}", transform=ax.transAxes, va="top",
+                fontsize=7)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(f"{spl:g} dB SPL", fontsize=9)

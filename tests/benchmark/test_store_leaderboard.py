@@ -126,6 +126,26 @@ def test_leaderboard_agreement_section_and_system_rank():
     assert "Spearman 1.000" in text
 
 
+def test_no_correlation_where_haaqi_barely_varies_nor_a_system_rank_for_two_processors():
+    from benchmark import agreement
+
+    rng = np.random.default_rng(3)
+    x = 0.999 + 0.0003 * rng.standard_normal(50)                  # nalr under the nalr convention
+    s = agreement.stats(x, 0.85 + 0.05 * rng.standard_normal(50))
+    assert np.isnan(s["lcc"]) and np.isnan(s["srcc"]) and s["mse"] == pytest.approx(0.0222, abs=0.01)
+    rows = _rows("ceiling-1", 0.999) + _rows("varied-2", 0.6)
+    for r in rows:
+        if r["processor_id"] == "ceiling-1":
+            r["haaqi"] = 0.999 + 0.0001 * (zlib.crc32(r["trial_key"].encode()) % 3)
+        r["haaqinet"] = r["haaqi"] * 0.9 + 0.05
+        r["haaqinet_checkpoint"] = "m.pt@abc"
+    text = leaderboard.render(pd.DataFrame(rows))
+    assert "| processor ceiling-1 | 24 | – | – | – |" in text
+    assert "| all | 48 | 1.000 |" in text                            # across processors HAAQI does vary
+    assert "HAAQI barely varies" in text
+    assert "needs at least 3 processors; this table has 2" in text and "Spearman nan" not in text
+
+
 def _paired_rows(processor, clip_level, offset, noise=0.0, seed=0, label=None):
     """Trials whose HAAQI is a clip's level plus ``offset``: clips differ much more than processors."""
     rng = np.random.default_rng(seed)
