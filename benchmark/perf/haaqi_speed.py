@@ -11,9 +11,11 @@ moderate loss unless ``--levels`` gives other dB HL at 250-6000 Hz, reference
 at 65 dB SPL unless ``--spl``, equalisation 1 unless ``--equalisation``, raw
 signals given to both implementations) and prints the median time of each implementation and
 their ratio, for single calls and for a batch (``score_many`` of one
-reference against N processed signals, against N pyclarity calls; with
-``--batch-repeats R``, R interleaved rounds and the median of their ratios,
-as both sides of a round see the same load on a shared machine). It also
+reference against N processed signals, against N pyclarity calls, interleaved
+call by call: each pyclarity call is followed by one ``score_many``, and a round
+compares the pyclarity calls' total with the median ``score_many``, so both
+sides see the same load on a shared machine; with ``--batch-repeats R``, R
+rounds and the median of their ratios). It also
 measures the first-call cost in fresh subprocesses (numba cache present, and
 cold with an empty cache) and, with ``--memory``, the peak RSS of one 60-s
 call of each implementation in its own subprocess. The timings run with
@@ -157,12 +159,17 @@ def time_length(length_s: float, repeats: int, batch: int, batch_repeats: int, l
     if batch > 1:
         fast.score_many(reference=reference, processed_list=procs, **kw)   # allocates the batch's work rows
         rounds = []
-        for _ in range(batch_repeats):    # interleaved: both sides of a round see the same machine
-            t_py_b, _ = _median_time(lambda: [run_pyclarity(reference, p, kw) for p in procs], 1)
-            c_py_b = _CPU["last"]
-            t_fast_b, _ = _median_time(
-                lambda: fast.score_many(reference=reference, processed_list=procs, **kw), repeats)
-            rounds.append((t_py_b, t_fast_b, c_py_b, _CPU["last"]))
+        for _ in range(batch_repeats):
+            # interleaved call by call, so that both sides see the same machine: each pyclarity call is
+            # followed by one score_many; a round compares the calls' total with the median score_many
+            py, fa, c_py_b, c_fa = [], [], [], []
+            for p in procs:
+                py.append(_median_time(lambda: run_pyclarity(reference, p, kw), 1)[0])
+                c_py_b.append(_CPU["last"])
+                fa.append(_median_time(lambda: fast.score_many(reference=reference, processed_list=procs, **kw),
+                                       1)[0])
+                c_fa.append(_CPU["last"])
+            rounds.append((sum(py), statistics.median(fa), sum(c_py_b), statistics.median(c_fa)))
         med = [statistics.median(r[i] for r in rounds) for i in range(4)]
         row.update(batch=batch, pyclarity_batch_s=med[0], fast_batch_s=med[1],
                    batch_ratio=statistics.median(r[0] / r[1] for r in rounds),
@@ -225,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--batch", type=int, default=8, help="processed signals per reference (0: skip)")
     parser.add_argument("--batch-repeats", type=int, default=1,
-                        help="rounds of the batch comparison (N pyclarity calls, then score_many); medians")
+                        help="rounds of the batch comparison (N pyclarity calls, each followed by one "
+                             "score_many); medians")
     parser.add_argument("--memory", action="store_true", help="peak RSS of a 60-s call of each")
     parser.add_argument("--memory-length", type=float, default=60.0)
     parser.add_argument("--levels", default=",".join(f"{v:g}" for v in LEVELS_DB_HL),
