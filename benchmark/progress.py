@@ -50,10 +50,12 @@ def reporter(label: str, console, every_s: float = LINE_EVERY_S):
     lines = _Lines(label, console, None, every_s)
 
     def log(done: int, total: int, *_):
-        lines.total = total
-        lines.advance(done - lines.done)
-        if done == total:
+        lines.set_total(total)
+        if done == total:                  # the closing line, written once
+            lines.done = done
             lines.show()
+        else:
+            lines.advance(done - lines.done)
     return log
 
 

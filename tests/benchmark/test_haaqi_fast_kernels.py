@@ -404,7 +404,7 @@ def test_broadband_alignment_in_batches_gives_each_signal_its_own_lag(monkeypatc
         monkeypatch.setattr(ear_model, "ALIGN_BATCH_BYTES", rows * 4 * nfft)
         aligner = ear_model.BroadbandAligner(ref)
         assert aligner.batch == batch
-        got = aligner.align_many(procs)
+        got = list(aligner.align_many(iter(procs)))
         assert len(got) == len(procs)
         for proc, out in zip(procs, got):
             assert np.array_equal(out, _shifted_and_pruned(aligner, proc, _broadband_delay(ref, proc)))

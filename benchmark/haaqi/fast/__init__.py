@@ -128,10 +128,9 @@ def score_many(*, reference: np.ndarray, processed_list, sample_rate_hz: float, 
                          f"threshold; HAAQI needs at least {2 * ear_model.COV_SEGMENT} (32 ms)")
     # middle-ear outputs, one row per signal (the reference first); intermediates freed on the way
     mids = np.empty((1 + len(procs), ref24.size))
-    for c0 in range(0, len(procs), aligner.batch):          # a batch of alignment FFTs at a time
-        chunk = [ear_model.to_24k(p, sample_rate_hz) for p in procs[c0:c0 + aligner.batch]]
-        for i, aligned in enumerate(aligner.align_many(chunk)):
-            mids[1 + c0 + i] = ear_model.middle_ear(aligned)
+    resampled = (ear_model.to_24k(p, sample_rate_hz) for p in procs)   # read a batch of FFTs at a time
+    for i, aligned in enumerate(aligner.align_many(resampled)):
+        mids[1 + i] = ear_model.middle_ear(aligned)
     del aligner
     if equalisation == 1:
         ref24 = ear_model.nalr(ref24, levels)

@@ -22,6 +22,7 @@ cap (:data:`WORK_BYTES`) on the work rows.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 from dataclasses import dataclass
@@ -207,26 +208,31 @@ class BroadbandAligner:
 
     def align(self, processed: np.ndarray) -> np.ndarray:
         """The processed signal shifted to the reference (less 2 ms) and pruned like the reference."""
-        return self.align_many([processed])[0]
+        return self._align_batch([processed])[0]
 
-    def align_many(self, processed: list) -> list[np.ndarray]:
-        """:meth:`align` of several signals: their FFTs run as batches of up to :data:`ALIGN_BATCH_BYTES`
-        of float32 rows (2.5x / 1.6x cheaper per forward / inverse transform than one by one, as scipy's
-        FFT vectorises across rows). The lags found are the float64 ones either way."""
+    def align_many(self, processed):
+        """:meth:`align` of each signal of an iterable, yielded in order.
+
+        The FFTs run in batches of :attr:`batch` signals (up to :data:`ALIGN_BATCH_BYTES` of float32
+        rows; 2.5x / 1.6x cheaper per forward / inverse transform than one by one, as scipy's FFT
+        vectorises across rows). The input is read a batch at a time, so a generator of signals keeps
+        at most one batch in memory. The lags found are the float64 ones either way.
+        """
+        signals = iter(processed)
+        while chunk := list(itertools.islice(signals, self.batch)):
+            yield from self._align_batch(chunk)
+
+    def _align_batch(self, chunk: list) -> list[np.ndarray]:
         n, nfft = self.n, self.nfft
-        out = []
-        for c0 in range(0, len(processed), self.batch):
-            chunk = processed[c0:c0 + self.batch]
-            rows = self._buf if len(chunk) == 1 else np.zeros((len(chunk), nfft), dtype=np.float32)
-            rows = rows.reshape(len(chunk), nfft)
-            centred = [p - p.mean() for p in chunk]
-            norms = [math.sqrt(filters.to_float32(c, row[:n])) for c, row in zip(centred, rows)]
-            spec = sfft.rfft(rows, axis=1)
-            np.conjugate(spec, out=spec)
-            spec *= self.spec
-            for p, c, norm, r in zip(chunk, centred, norms, sfft.irfft(spec, nfft, axis=1)):
-                out.append(self._shifted(p, self._delay(c, norm, r)))
-        return out
+        rows = self._buf if len(chunk) == 1 else np.zeros((len(chunk), nfft), dtype=np.float32)
+        rows = rows.reshape(len(chunk), nfft)
+        centred = [p - p.mean() for p in chunk]
+        norms = [math.sqrt(filters.to_float32(c, row[:n])) for c, row in zip(centred, rows)]
+        spec = sfft.rfft(rows, axis=1)
+        np.conjugate(spec, out=spec)
+        spec *= self.spec
+        return [self._shifted(p, self._delay(c, norm, r))
+                for p, c, norm, r in zip(chunk, centred, norms, sfft.irfft(spec, nfft, axis=1))]
 
     def _delay(self, centred: np.ndarray, norm: float, r: np.ndarray) -> int:
         """The delay from one circular float32 cross-covariance ``r`` (length nfft)."""
