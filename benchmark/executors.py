@@ -39,7 +39,11 @@ Worker memory limit (``worker_memory_gb``, local pool only): each worker
 sets ``RLIMIT_AS`` (address space) before its first job, once the HAAQI
 backend is loaded, so a leaking plugin gets a ``MemoryError`` that
 :func:`~benchmark.trial.run_job` turns into an ordinary error row, instead of
-dragging the machine into swap or the OOM killer. The limit counts virtual
+dragging the machine into swap or the OOM killer. The worker holds
+:data:`RESERVE_BYTES` back under the limit and frees it when a job ran out of
+memory, so that it can still send that job's rows (a leak that used up the
+limit had made sending them fail, turning the rows into ``"worker"``
+errors). The limit counts virtual
 memory, which is more than the resident set (thread stacks, allocator
 arenas, mapped libraries): a worker maps about 0.5 GB with the fast HAAQI
 and 1 GB with HAAQI-Net (torch) before any job; give it 2 GB or more. Linux and macOS only
@@ -79,6 +83,11 @@ KILL_GRACE_S = 5.0
 # Set in each pool worker by _init_worker:
 _started_queue = None  # where to report job starts
 _memory_limit_bytes = None  # RLIMIT_AS to apply before the first job
+_reserve = None  # address space held back under the limit, freed to send a job's rows after a MemoryError
+
+#: Held back from a memory-limited worker's jobs, so that after a leak has used up the limit the worker can
+#: still pickle and send the job's rows (which name the MemoryError) instead of dying while sending them.
+RESERVE_BYTES = 64 * 2**20
 _warmed: set[tuple] = set()  # (HAAQI backend, HAAQI-Net checkpoint) loaded here (warm_up)
 
 
@@ -162,8 +171,8 @@ def warm_up(inp: JobInput) -> None:
 
 
 def _limit_memory() -> None:
-    """Cap this worker's address space (once; after :func:`warm_up`)."""
-    global _memory_limit_bytes
+    """Cap this worker's address space (once; after :func:`warm_up`), holding :data:`RESERVE_BYTES` back."""
+    global _memory_limit_bytes, _reserve
     if not _memory_limit_bytes:
         return
     limit, _memory_limit_bytes = _memory_limit_bytes, None
@@ -171,15 +180,20 @@ def _limit_memory() -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    _reserve = bytearray(RESERVE_BYTES)
 
 
 def _pool_task(inp: JobInput, timeout_s: float | None) -> list[dict]:
     """What a pool worker runs: report the start to the parent's tracker, run the job."""
+    global _reserve
     warm_up(inp)
     _limit_memory()
     if _started_queue is not None:
         _started_queue.put((inp.job.key, os.getpid(), time.monotonic()))
-    return run_with_alarm(inp, timeout_s)
+    rows = run_with_alarm(inp, timeout_s)
+    if _ran_out_of_memory(rows):   # room to send the rows; the parent replaces this worker anyway
+        _reserve = None
+    return rows
 
 
 class SerialExecutor:

@@ -113,16 +113,21 @@ _LEAKED = []  # a real leak: it outlives the job
 
 @dataclass(frozen=True)
 class Leak(Processor):
-    """Keeps allocating 200 MB chunks (capped at 4 GB, in case no limit stops it)."""
+    """Keeps allocating 200 MB chunks (capped at 4 GB, in case no limit stops it); stopped by a memory
+    limit, it fills what is left in 1 MB chunks, so that the worker holds almost nothing back."""
     name = "leak"
     listener: str = ""
 
     def process(self, x, presentation, *, rng):
         if not _chosen(self, presentation):
             return x
-        for _ in range(20):
-            _LEAKED.append(np.ones(25_000_000))
-            time.sleep(0.05)
+        try:
+            for _ in range(20):
+                _LEAKED.append(np.ones(25_000_000))
+                time.sleep(0.05)
+        except MemoryError:
+            while True:
+                _LEAKED.append(np.ones(125_000))
         raise RuntimeError("the memory limit did not stop the leak")
 '''
 
