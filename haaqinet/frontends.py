@@ -23,6 +23,7 @@ import importlib
 import inspect
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -226,6 +227,33 @@ def _erb_rate(f_hz):
     return 21.4 * math.log10(1.0 + 0.00437 * f_hz)
 
 
+# HAAQI's audiogram frequencies (250, 500, 1k, 2k, 4k, 6k Hz) within the model's eight
+_HAAQI_AUDIOGRAM_INDEX = (0, 1, 2, 3, 5, 6)
+
+
+def haaqi_sensation_db(level_db_spl: torch.Tensor, audiogram_db_hl: torch.Tensor, centre_hz) -> torch.Tensor:
+    """Band levels as HAAQI's ear model hears them, in dB above its 0-dB floor.
+
+    HAAQI splits each band's loss into an outer-hair-cell part (less gain and
+    compression) and an inner-hair-cell part (an attenuation), as
+    :func:`benchmark.haaqi.fast.ear_model.cochlea` does for its 32 bands; here the
+    same split is made at ``centre_hz``. A band level L (dB SPL) is then compressed
+    as HAAQI compresses its envelopes, gain = -attn_ohc - (clip(L, knee, 100) - knee)
+    (1 - 1/ratio), attenuated by attn_ihc and floored at 0 dB, as HAAQI's conversion
+    to dB SL does. Args: level (B, T, n_bands) dB SPL; audiogram (B, 8) dB HL at
+    250 Hz-8 kHz. Returns (B, T, n_bands).
+    """
+    from benchmark.haaqi.fast.ear_model import cochlea
+
+    hl = audiogram_db_hl.detach().double().cpu().numpy()[:, list(_HAAQI_AUDIOGRAM_INDEX)]
+    ears = [cochlea(row, centre_hz=centre_hz) for row in hl]
+    params = np.array([[e.attn_ohc_db, e.low_knee_db, 1.0 - 1.0 / e.ratio, e.attn_ihc_db] for e in ears])
+    params = torch.as_tensor(params, dtype=level_db_spl.dtype, device=level_db_spl.device)   # (B, 4, n_bands)
+    ohc, knee, slope, ihc = (params[:, i, None, :] for i in range(4))               # (B, 1, n_bands) each
+    compressed = torch.minimum(torch.maximum(level_db_spl, knee), torch.full_like(knee, 100.0))
+    return (level_db_spl - ohc - (compressed - knee) * slope - ihc).clamp(min=0.0)
+
+
 class AuditoryFrontend(Frontend):
     """Front end ``auditory``: a calibrated ERB-spaced filterbank read against the listener's thresholds.
 
@@ -243,7 +271,11 @@ class AuditoryFrontend(Frontend):
     * ``threshold``: the band's threshold in dB SPL, ``(T - 40) / 30``;
     * ``flatness``: the band's spectral flatness in dB (geometric / arithmetic mean
       of the bin powers), divided by 10 (noise and distortion fill in the harmonic
-      fine structure, raising it).
+      fine structure, raising it);
+    * with ``haaqi_level=True``, a fifth map, ``haaqi``: the band level as HAAQI's own ear
+      model hears it (:func:`haaqi_sensation_db`): after the outer-hair-cell compression
+      and the inner-hair-cell attenuation that HAAQI derives from the audiogram, in dB
+      above HAAQI's 0-dB floor, divided by 20.
 
     No per-utterance or per-frame normalisation touches them, so absolute level
     reaches the network. The learned part adds clip statistics (mean and standard
@@ -263,11 +295,10 @@ class AuditoryFrontend(Frontend):
     wants_audiogram = True
     accepts_gain = True
     N_FFT, HOP = 512, 320
-    N_MAPS = 4
 
     def __init__(self, n_bands: int = 48, f_min_hz: float = 80.0, f_max_hz: float = 7800.0, dim: int = 128,
                  n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1,
-                 n_fft: int = 512, hop: int = 320):
+                 n_fft: int = 512, hop: int = 320, haaqi_level: bool = False):
         super().__init__()
         if n_layers < 1 or dim % n_heads:
             raise BenchError(
@@ -280,6 +311,11 @@ class AuditoryFrontend(Frontend):
                              f"(got n_fft={n_fft}, hop={hop})")
         self.N_FFT, self.HOP = int(n_fft), int(hop)  # instance values shadow the class defaults (512, 320)
         self.n_bands, self.n_layers, self.dim, self.stride = n_bands, n_layers, dim, stride
+        self.haaqi_level = bool(haaqi_level)
+        if self.haaqi_level and not (f_min_hz < 250.0 and f_max_hz > 6000.0):
+            raise BenchError("auditory front end: haaqi_level needs bands from below 250 Hz to above 6 kHz, "
+                             f"HAAQI's audiogram range (got {f_min_hz}-{f_max_hz} Hz)")
+        self.n_maps = 5 if self.haaqi_level else 4
         self._n_halvings = int(round(math.log2(stride)))
         self.frames_per_second = self.sample_rate_hz / self.HOP / stride
         e = torch.linspace(_erb_rate(f_min_hz), _erb_rate(f_max_hz), n_bands + 2, dtype=torch.float64)
@@ -300,7 +336,8 @@ class AuditoryFrontend(Frontend):
         self.register_buffer("interp", interp.float(), persistent=False)  # (n_bands, 8)
         self.register_buffer("retspl", torch.tensor(RETSPL_DB), persistent=False)
         self.register_buffer("window", torch.hann_window(self.N_FFT, periodic=True), persistent=False)
-        n_in = self.N_MAPS * n_bands
+        self._centre_hz = mid[:, 0].numpy()
+        n_in = self.n_maps * n_bands
         self.stats = nn.Linear(2 * n_in + n_bands, dim)
         stem = [nn.Conv1d(n_in, dim, kernel_size=3, padding=1), nn.GELU()]
         for _ in range(self._n_halvings):  # each halves the frame rate
@@ -343,7 +380,7 @@ class AuditoryFrontend(Frontend):
 
     def precompute(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor,
                    gain: torch.Tensor | None = None) -> torch.Tensor:
-        """The fixed maps: calibrated (B, n) and (B, 8) dB HL -> (B, T, 4 * n_bands).
+        """The fixed maps: calibrated (B, n) and (B, 8) dB HL -> (B, T, n_maps * n_bands).
 
         ``gain``: optional (B,) calibration gain (:func:`calibration_gain`) of an uncalibrated waveform,
         applied to the power spectrum (the same maps as for ``waveform * gain``).
@@ -362,11 +399,14 @@ class AuditoryFrontend(Frontend):
         log_geo = torch.einsum("kf,bft->btk", self.bands, torch.log(power + 1e-13)) / norm
         flat_db = 10.0 / math.log(10.0) * (log_geo - torch.log(band / norm + 1e-13))
         thr = self.thresholds_db_spl(audiogram_db_hl)[:, None, :].expand_as(level)  # (B, T, n_bands)
-        return torch.cat([(level - 50.0) / 20.0, (level - thr).clamp(min=-30.0) / 20.0,
-                          (thr - 40.0) / 30.0, flat_db.clamp(min=-30.0) / 10.0], dim=2)
+        maps = [(level - 50.0) / 20.0, (level - thr).clamp(min=-30.0) / 20.0,
+                (thr - 40.0) / 30.0, flat_db.clamp(min=-30.0) / 10.0]
+        if self.haaqi_level:
+            maps.append(haaqi_sensation_db(level, audiogram_db_hl, self._centre_hz) / 20.0)
+        return torch.cat(maps, dim=2)
 
     def forward_features(self, feats: torch.Tensor) -> list[torch.Tensor]:
-        """The learned part: (B, T, 4 * n_bands) maps -> n_layers hidden states, each (B, T', dim)."""
+        """The learned part: (B, T, n_maps * n_bands) maps -> n_layers hidden states, each (B, T', dim)."""
         feats = feats.float()
         level = feats[..., :self.n_bands]
         mean = feats.mean(dim=1, keepdim=True)

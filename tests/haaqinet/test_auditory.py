@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.errors import BenchError
 from haaqinet.checkpoint import load_checkpoint, save_checkpoint
 from haaqinet.frontends import AuditoryFrontend, calibrate_to_spl, create_frontend
 from haaqinet.model import HAAQINet
@@ -144,9 +145,50 @@ def test_fit_keeps_the_weight_average_when_asked():
 
 
 def test_weight_average_rejects_a_bad_decay():
-    from benchmark.errors import BenchError
     from haaqinet.train import weight_average
 
     assert weight_average(_tiny(), 0.0) is None
     with pytest.raises(BenchError, match="decay"):
         weight_average(_tiny(), 1.5)
+
+
+def test_haaqi_level_map_is_haaqis_compression_and_attenuation():
+    """The fifth map equals what the fast HAAQI's own kernels make of a steady band level: the
+    outer-hair-cell gain (compression_gain) and the conversion to dB SL (ihc_db)."""
+    from benchmark.haaqi.fast import filters
+    from benchmark.haaqi.fast.ear_model import cochlea
+    from haaqinet.frontends import haaqi_sensation_db
+
+    fe = AuditoryFrontend(n_bands=24, haaqi_level=True)
+    audiogram = torch.tensor([[10, 20, 35, 50, 60, 65, 75, 80.0]])
+    levels = torch.tensor([-10.0, 0.0, 20.0, 40.0, 55.0, 70.0, 85.0, 100.0, 110.0])
+    grid = levels[None, :, None].expand(1, levels.numel(), 24)
+    got = haaqi_sensation_db(grid, audiogram, fe._centre_hz)[0]          # (levels, bands)
+    ear = cochlea(audiogram[0, [0, 1, 2, 3, 5, 6]].double().numpy(), centre_hz=fe._centre_hz)
+    level1 = 100.0
+    for j, L in enumerate(levels.tolist()):
+        for k in range(24):
+            env = np.full(filters.GAIN_BLOCK, 10 ** ((L - level1) / 20))
+            gain = env.copy()
+            filters.compression_gain(gain, np.array([env.max()]),
+                                     np.array([level1, ear.attn_ohc_db[k], ear.low_knee_db[k], ear.ratio[k]]))
+            out = np.empty(filters.GAIN_BLOCK)
+            filters.ihc_db(env * gain, 0, level1, ear.attn_ihc_db[k], out)
+            assert float(got[j, k]) == pytest.approx(out[0], abs=1e-3), (L, k)
+    assert float(got[0].max()) == 0.0 and float(got[-1].min()) > 0.0   # inaudible at -10 dB, audible at 110
+
+
+def test_haaqi_level_map_in_the_features():
+    fe = AuditoryFrontend(n_bands=16, haaqi_level=True)
+    x = calibrate_to_spl(_signal(8000), torch.tensor([65.0]))
+    mild, severe = fe.precompute(x, FLAT_40), fe.precompute(x, FLAT_40 + 30)
+    assert mild.shape[-1] == 5 * 16 and fe.n_maps == 5
+    assert torch.equal(mild[..., :16], severe[..., :16])            # the level map does not see the ear
+    assert bool((severe[..., 64:] <= mild[..., 64:]).all()) and float((mild - severe)[..., 64:].max()) > 0.5
+    assert torch.equal(AuditoryFrontend(n_bands=16).precompute(x, FLAT_40), mild[..., :64])   # the four maps as before
+    model = HAAQINet(frontend="auditory", frontend_args=dict(TINY_FE, haaqi_level=True), **TINY_HEAD).eval()
+    with torch.no_grad():
+        clip, _ = model(_signal(16000), FLAT_40, torch.tensor([65.0]))
+    assert 0.0 < float(clip) < 1.0
+    with pytest.raises(BenchError, match="haaqi_level"):
+        AuditoryFrontend(f_min_hz=300.0, haaqi_level=True)
