@@ -114,6 +114,38 @@ def grow(
 
 
 @app.command()
+def pack(
+    data: Path = typer.Option(..., help="Labelled data set folder."),
+    out: Path = typer.Option(..., help="Folder for recipe.json and labels.jsonl.xz."),
+) -> None:
+    """Pack a data set's recipe and labels (xz) so others can rebuild it without labelling it again."""
+    from haaqinet import packing
+
+    try:
+        info = packing.pack(data, out)
+    except BenchError as exc:
+        _fail(exc)
+    typer.echo(f"packed {info['items']} items ({info['errors']} errors) of {data} into {out} "
+               f"({info['bytes'] / 1e6:.1f} MB of labels)")
+
+
+@app.command()
+def unpack(
+    packed: str = typer.Argument(..., help="A packed folder, or the name of a shipped one (e.g. haaqinet-v6)."),
+    out: Path = typer.Option(..., help="New data set folder."),
+) -> None:
+    """Rebuild a data set folder from packed labels: recipe, labels, and its sources rendered again."""
+    from haaqinet import packing
+
+    try:
+        info = packing.unpack(packed, out)
+    except BenchError as exc:
+        _fail(exc)
+    typer.echo(f"{out}: {info['items']} labelled items, {info['rendered']} sources rendered. Train with: "
+               f"bench haaqinet train --data {out} --workers 2 (the inputs are rebuilt from the recipe)")
+
+
+@app.command()
 def train(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
     frontend: str = typer.Option("auditory", help="Front end: auditory (default, trained here), mel, beats or hf."),
