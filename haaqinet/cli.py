@@ -133,12 +133,13 @@ def pack(
 def unpack(
     packed: str = typer.Argument(..., help="A packed folder, or the name of a shipped one (e.g. haaqinet-v6)."),
     out: Path = typer.Option(..., help="New data set folder."),
+    workers: int = typer.Option(1, help="Processes that render the sources."),
 ) -> None:
     """Rebuild a data set folder from packed labels: recipe, labels, and its sources rendered again."""
     from haaqinet import packing
 
     try:
-        info = packing.unpack(packed, out)
+        info = packing.unpack(packed, out, workers=workers)
     except BenchError as exc:
         _fail(exc)
     typer.echo(f"{out}: {info['items']} labelled items, {info['rendered']} sources rendered. Train with: "

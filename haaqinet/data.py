@@ -509,7 +509,7 @@ def prepare(folder: Path, *, n_items: int, n_pieces: int, seed: int = 0, source_
     folder = Path(folder)
     if (folder / RECIPE).is_file():
         recipe = read_recipe(folder)
-        missing = rerender_missing(folder, recipe)
+        missing = rerender_missing(folder, recipe, workers=workers)
         if missing:
             logger.info("rendered %d missing sources again", missing)
         return recipe
@@ -639,29 +639,40 @@ def synthetic_sources(folder: Path, *, n: int = 4, seconds: float = 2.0, seed: i
     return rows
 
 
-def rerender_missing(folder: Path, recipe: dict) -> int:
-    """Render again every recipe source whose file is missing; returns how many."""
-    n = 0
-    for src in recipe["sources"]:
-        path = Path(folder) / "sources" / f"{src['source_id']}.npy"
-        if path.is_file():
-            continue
-        from scipy.signal import resample_poly
-
-        from benchmark.corpus import render
-        from benchmark.corpus.recipe import Arrangement
-
+def rerender_missing(folder: Path, recipe: dict, workers: int = 1) -> int:
+    """Render again every recipe source whose file is missing (``workers`` processes); returns how many."""
+    missing = [src for src in recipe["sources"]
+               if not (Path(folder) / "sources" / f"{src['source_id']}.npy").is_file()]
+    for src in missing:
         if src.get("arrangement") is None:
-            raise BenchError(f"source {path} is missing and has no arrangement to render it from")
-        a = dict(src["arrangement"])
-        a["programs"] = tuple(tuple(p) for p in a["programs"])
-        x = render.render_excerpt(Arrangement(**a), excerpt_s=src["render_s"])
-        mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)
-        pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, pcm)
-        n += 1
-    return n
+            raise BenchError(f"source {src['source_id']} is missing from {folder}/sources and has no "
+                             "arrangement to render it from")
+    jobs = [(str(folder), src) for src in missing]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            list(pool.map(_rerender_source, jobs))
+    else:
+        for job in jobs:
+            _rerender_source(job)
+    return len(jobs)
+
+
+def _rerender_source(job) -> None:
+    """Render one recipe source from its arrangement into ``<folder>/sources`` (a process-pool job)."""
+    from scipy.signal import resample_poly
+
+    from benchmark.corpus import render
+    from benchmark.corpus.recipe import Arrangement
+
+    folder, src = job
+    a = dict(src["arrangement"])
+    a["programs"] = tuple(tuple(p) for p in a["programs"])
+    x = render.render_excerpt(Arrangement(**a), excerpt_s=src["render_s"])
+    mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)
+    pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
+    path = Path(folder) / "sources" / f"{src['source_id']}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, pcm)
 
 
 # -- audio of an item -------------------------------------------------------------------------

@@ -59,11 +59,11 @@ def resolve(packed: str | Path) -> Path:
     return path
 
 
-def unpack(packed: str | Path, folder: Path) -> dict:
+def unpack(packed: str | Path, folder: Path, *, workers: int = 1) -> dict:
     """Make ``folder`` a data set from a packed one: its recipe, its labels as the journal, its sources.
 
-    Missing sources are rendered again from the recipe (about 10 minutes for the 444
-    music21 sources of ``haaqinet-v6``, one process; their checksums are in the recipe).
+    Missing sources are rendered again from the recipe by ``workers`` processes (444
+    music21 sources for ``haaqinet-v6``, about 1 s each; their checksums are in the recipe).
     Refuses a folder that already has a recipe or labels: nothing is overwritten.
     Returns {"items", "rendered"}.
     """
@@ -79,6 +79,6 @@ def unpack(packed: str | Path, folder: Path) -> dict:
             n += 1
     shutil.copy2(src / RECIPE, folder / RECIPE)
     os.replace(tmp, folder / LABELS)
-    rendered = rerender_missing(folder, read_recipe(folder))
+    rendered = rerender_missing(folder, read_recipe(folder), workers=workers)
     write_table(folder)
     return {"items": n, "rendered": rendered}

@@ -121,6 +121,15 @@ def test_render_sources_in_parallel_gives_the_serial_sources(tmp_path):
     assert [(r["source_id"], r["crc32"]) for r in parallel] == [(r["source_id"], r["crc32"]) for r in serial]
     for r in serial:
         assert (tmp_path / "parallel" / "sources" / f"{r['source_id']}.npy").is_file()
+    # missing sources are rendered again from the recipe's arrangements, alone or in parallel, bit for bit
+    import zlib
+    recipe = {"sources": serial}
+    for workers, folder in ((1, tmp_path / "again-1"), (2, tmp_path / "again-2")):
+        assert data.rerender_missing(folder, recipe, workers=workers) == 3
+        assert data.rerender_missing(folder, recipe, workers=workers) == 0      # nothing missing now
+        for r in serial:
+            pcm = np.load(folder / "sources" / f"{r['source_id']}.npy")
+            assert zlib.crc32(pcm.tobytes()) == r["crc32"]
 
 
 def test_denoiser_aids_change_only_the_aid_of_the_groups_they_cover(tmp_path):
