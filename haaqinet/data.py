@@ -477,10 +477,20 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     return rows
 
 
-def _render_source(job):
-    """(arrangement, int16 mid channel at 24 kHz) of one candidate score, or None where it cannot be used."""
+def _source_pcm(x: np.ndarray) -> np.ndarray:
+    """A rendered excerpt (2, n) at 44.1 kHz as a stored source: its mid channel at 24 kHz, int16."""
     from scipy.signal import resample_poly
 
+    mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)  # 44.1 -> 24 kHz
+    return np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
+
+
+def _source_path(folder, source_id: str) -> Path:
+    return Path(folder) / "sources" / f"{source_id}.npy"
+
+
+def _render_source(job):
+    """(arrangement, int16 mid channel at 24 kHz) of one candidate score, or None where it cannot be used."""
     from benchmark.corpus import render
 
     rel, index, seed, source_s = job
@@ -492,8 +502,7 @@ def _render_source(job):
         return None
     if x.shape[1] < round(source_s * render.SAMPLE_RATE_HZ):
         return None
-    mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)  # 44.1 -> 24 kHz
-    pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
+    pcm = _source_pcm(x)
     if _rms(pcm.astype(float)) < 30:  # silent after the mix
         return None
     return arr, pcm
@@ -642,7 +651,7 @@ def synthetic_sources(folder: Path, *, n: int = 4, seconds: float = 2.0, seed: i
 def rerender_missing(folder: Path, recipe: dict, workers: int = 1) -> int:
     """Render again every recipe source whose file is missing (``workers`` processes); returns how many."""
     missing = [src for src in recipe["sources"]
-               if not (Path(folder) / "sources" / f"{src['source_id']}.npy").is_file()]
+               if not _source_path(folder, src["source_id"]).is_file()]
     for src in missing:
         if src.get("arrangement") is None:
             raise BenchError(f"source {src['source_id']} is missing from {folder}/sources and has no "
@@ -659,26 +668,21 @@ def rerender_missing(folder: Path, recipe: dict, workers: int = 1) -> int:
 
 def _rerender_source(job) -> None:
     """Render one recipe source from its arrangement into ``<folder>/sources`` (a process-pool job)."""
-    from scipy.signal import resample_poly
-
     from benchmark.corpus import render
     from benchmark.corpus.recipe import Arrangement
 
     folder, src = job
     a = dict(src["arrangement"])
     a["programs"] = tuple(tuple(p) for p in a["programs"])
-    x = render.render_excerpt(Arrangement(**a), excerpt_s=src["render_s"])
-    mid = resample_poly(x.mean(axis=0).astype(np.float64), 80, 147)
-    pcm = np.clip(np.round(mid * 32767.0), -32767, 32767).astype(np.int16)
-    path = Path(folder) / "sources" / f"{src['source_id']}.npy"
+    path = _source_path(folder, src["source_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, pcm)
+    np.save(path, _source_pcm(render.render_excerpt(Arrangement(**a), excerpt_s=src["render_s"])))
 
 
 # -- audio of an item -------------------------------------------------------------------------
 def load_source(folder: Path, src: dict) -> np.ndarray:
     """A source's samples: float64, shape (n_samples,), 24 kHz, full scale 1.0."""
-    path = Path(folder) / "sources" / f"{src['source_id']}.npy"
+    path = _source_path(folder, src["source_id"])
     if not path.is_file():
         raise BenchError(f"source {path} is missing; run make-data again to render it")
     x = np.load(path)
