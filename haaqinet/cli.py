@@ -99,16 +99,29 @@ def grow(
                                               "outside the recipe's SPL range, so its ends are not edges."),
     edge_copies_to: Optional[int] = typer.Option(None, help="Edge-copy the training items of groups below this "
                                                  "[default: all]."),
+    arrangements: int = typer.Option(0, help="New arrangements (ensemble, tempo, passage) of every training "
+                                     "source's score, rendered now; the new groups are training groups drawn "
+                                     "from them only."),
+    workers: int = typer.Option(1, help="Processes rendering the new arrangements."),
 ) -> None:
-    """Grow a data set without relabelling it: more groups, denoiser aids, level or edge copies; then make-data."""
+    """Grow a data set without relabelling it: more groups, denoiser aids, level or edge copies, new
+    arrangements of the training music; then make-data."""
     from haaqinet import data as data_mod
 
+    if arrangements < 0:
+        _fail(BenchError(f"--arrangements must be 0 or more, got {arrangements}"))
     try:
+        bar = _progress("arrangements rendered")
         recipe = data_mod.grow(data, out, n_groups=groups, denoiser_share=denoiser_share,
                                level_copies=level_copies, level_copies_to=level_copies_to,
-                               edge_copies=edge_copies, edge_copies_to=edge_copies_to)
+                               edge_copies=edge_copies, edge_copies_to=edge_copies_to,
+                               arrangements=arrangements, workers=workers,
+                               progress=lambda done, total, _: bar(done, total))
     except BenchError as exc:
         _fail(exc)
+    if arrangements:
+        typer.echo(f"rendered {recipe['arrangements']['n_sources']} new arrangements of training pieces for "
+                   f"groups {recipe['arrangements']['from_group']}..{recipe['n_groups'] - 1}")
     typer.echo(f"wrote {out}: {recipe['n_groups']} groups; the labels of {data} are kept. Label the new items "
                f"with: bench haaqinet make-data --out {out} --workers 2 --cache-inputs")
 

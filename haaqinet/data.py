@@ -136,6 +136,11 @@ def assign_splits(n: int, seed: int, salt: int, fractions: dict) -> list[str]:
     return out
 
 
+#: Pool key of the new arrangements of training pieces (recipe key ``arrangements``).
+ARRANGED = "train-arrangements"
+#: Arrangement index of copy c of the recipe's i-th source: ARRANGEMENT_STRIDE * c + i (never a first render's).
+ARRANGEMENT_STRIDE = 1_000_000
+
 #: Share of pieces and of generated listeners kept out of training.
 PIECE_FRACTIONS = {"test": 0.15, "val": 0.10}
 LISTENER_FRACTIONS = {"test": 0.15, "val": 0.08}
@@ -148,8 +153,9 @@ def pools(recipe: dict) -> dict:
     by_split = {s: ([], []) for s in ("train", "val", "test")}
     n_gen = recipe["listeners"]["n_generated"]
     listener_splits = assign_splits(n_gen, recipe["seed"], 13, LISTENER_FRACTIONS)
+    arranged = []             # new arrangements (recipe key "arrangements"): only the groups after them draw these
     for src in recipe["sources"]:
-        by_split[src["split"]][0].append(src["source_id"])
+        (arranged if "from_group" in src else by_split[src["split"]][0]).append(src["source_id"])
     for name, a in builtin_audiograms().items():
         if name in recipe["listeners"]["builtin_in_train"]:
             by_split["train"][1].append((name, tuple(float(v) for v in a.at(STANDARD_FREQUENCIES_HZ))))
@@ -164,6 +170,7 @@ def pools(recipe: dict) -> dict:
                            len(srcs), len(auds))
             by_split[split] = (srcs or by_split["train"][0], auds or by_split["train"][1])
     by_split["unseen-conditions"] = by_split["test"]
+    by_split[ARRANGED] = (arranged, by_split["train"][1])
     return by_split
 
 
@@ -326,8 +333,12 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
     """The item rows of one group (without labels), deterministic in (recipe, group)."""
     pool = pool or pools(recipe)
     seed = recipe["seed"]
-    split = _split_of(group, seed, 17, recipe["split_fractions"])
-    sources, audiograms = pool[split]
+    arrangements = recipe.get("arrangements")
+    if arrangements and group >= arrangements["from_group"]:
+        split, (sources, audiograms) = "train", pool[ARRANGED]
+    else:
+        split = _split_of(group, seed, 17, recipe["split_fractions"])
+        sources, audiograms = pool[split]
     rng = np.random.default_rng([seed, group, 19])
     src = recipe_source(recipe, sources[int(rng.integers(len(sources)))])
     max_offset = max(0.0, src["duration_s"] - recipe["item_s"])
@@ -477,6 +488,53 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     return rows
 
 
+def render_arrangements(folder: Path, recipe: dict, copies: int, from_group: int, *, workers: int = 1,
+                        progress=None) -> list[dict]:
+    """``copies`` new arrangements of the score of every training source, rendered into ``folder/sources``.
+
+    Copy c of the recipe's i-th source is :func:`_arrangement` with index ``ARRANGEMENT_STRIDE * c + i``: its
+    own ensemble, tempo, start measure and drums, from the same score, so it stays in the training split
+    (pieces never cross splits). Its id is the source's with ``-a<c>`` appended. An arrangement that does
+    not render, is shorter than the source or is silent is skipped (deterministically). Rows carry
+    ``from_group``: only groups from there on draw them (:func:`group_items`), so labelled items never change.
+    """
+    import dataclasses
+
+    jobs = []
+    for i, src in enumerate(recipe["sources"]):
+        if src["split"] != "train" or src.get("arrangement") is None or "from_group" in src:
+            continue
+        for c in range(1, copies + 1):
+            jobs.append((src, c, (src["piece"], ARRANGEMENT_STRIDE * c + i, recipe["seed"], src["render_s"])))
+    if not jobs:
+        raise BenchError("the recipe has no rendered training sources to arrange again")
+    out_dir = Path(folder) / "sources"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    rows = []
+    try:
+        results = (pool.map(_render_source, [j[2] for j in jobs], chunksize=4) if pool
+                   else map(_render_source, [j[2] for j in jobs]))
+        for k, ((src, c, _), result) in enumerate(zip(jobs, results)):
+            if progress:
+                progress(k + 1, len(jobs), src["source_id"])
+            if result is None:
+                continue
+            arr, pcm = result
+            arr = dataclasses.replace(arr, clip_id=f"{src['source_id']}-a{c}")
+            np.save(out_dir / f"{arr.clip_id}.npy", pcm)
+            rows.append({"source_id": arr.clip_id, "piece": src["piece"], "ensemble": arr.instrumentation,
+                         "arrangement": arr.as_dict(), "render_s": src["render_s"],
+                         "duration_s": pcm.size / RATE_HZ, "crc32": zlib.crc32(pcm.tobytes()),
+                         "split": "train", "from_group": int(from_group)})
+    finally:
+        if pool:
+            pool.shutdown()
+    if not rows:
+        raise BenchError("no new arrangement rendered")
+    return rows
+
+
 def _source_pcm(x: np.ndarray) -> np.ndarray:
     """A rendered excerpt (2, n) at 44.1 kHz as a stored source: its mid channel at 24 kHz, int16."""
     from scipy.signal import resample_poly
@@ -556,14 +614,17 @@ def _grown_copies(before: dict | None, spec: dict, kept: str) -> dict:
 
 def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
                  level_copies: int | None = None, level_copies_to: int | None = None,
-                 edge_copies: int | None = None, edge_copies_to: int | None = None) -> dict:
+                 edge_copies: int | None = None, edge_copies_to: int | None = None,
+                 arranged_sources: list[dict] | None = None) -> dict:
     """``recipe`` grown without changing any item it already defines.
 
     ``n_groups``: more groups (never fewer). ``denoiser_share``: denoiser aids for the new groups only (a
     recipe that has them keeps them). ``level_copies``: copies of the training items of groups
     0..``level_copies_to`` - 1 (default: every group); an existing entry may only gain copies or groups.
     ``edge_copies``: copies at levels just outside the SPL range (:func:`edge_copy_rows`) of the training
-    items of groups 0..``edge_copies_to`` - 1; the same rule.
+    items of groups 0..``edge_copies_to`` - 1; the same rule. ``arranged_sources``: rows of
+    :func:`render_arrangements`; every new group is then a training group drawn from them only (recipe key
+    ``arrangements``), so the evaluation splits stay exactly as they were.
     """
     out = json.loads(json.dumps(recipe))
     old_groups = recipe["n_groups"]
@@ -578,6 +639,15 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
             raise BenchError("denoiser aids go to new groups only: give --groups more than "
                              f"{old_groups}")
         out["denoiser_aids"] = denoiser_spec(denoiser_share, from_group=old_groups)
+    if arranged_sources:
+        if "arrangements" in recipe:
+            raise BenchError("the recipe already has new arrangements; grow it from the folder before them")
+        if out["n_groups"] == old_groups:
+            raise BenchError(f"new arrangements go to new groups only: give --groups more than {old_groups}")
+        if any(src.get("from_group") != old_groups or src.get("split") != "train" for src in arranged_sources):
+            raise BenchError(f"arranged sources must be training sources for groups from {old_groups}")
+        out["sources"] = out["sources"] + json.loads(json.dumps(arranged_sources))
+        out["arrangements"] = {"from_group": old_groups, "n_sources": len(arranged_sources)}
     if level_copies is not None:
         spec = level_copies_spec(level_copies, 0, out["n_groups"] if level_copies_to is None else level_copies_to)
         out["level_copies"] = _grown_copies(recipe.get("level_copies"), spec, "min_step_db")
@@ -587,24 +657,35 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
     return out
 
 
-def grow(source: Path, out: Path, **changes) -> dict:
+def grow(source: Path, out: Path, *, arrangements: int = 0, workers: int = 1, progress=None, **changes) -> dict:
     """A new data set folder ``out``: ``source``'s sources, labels and cached inputs, and its recipe grown
     by :func:`grown_recipe`. Checks that every item of ``source`` is defined the same in the new recipe;
-    ``make-data --out out`` then labels only the new items. Returns the new recipe."""
+    ``make-data --out out`` then labels only the new items. ``arrangements``: that many new arrangements of
+    every training source (:func:`render_arrangements`, ``workers`` processes) for the new groups. Returns
+    the new recipe."""
     import shutil
 
     source, out = Path(source), Path(out)
     recipe = read_recipe(source)
     if out.exists() and any(out.iterdir()):
         raise BenchError(f"{out} exists and is not empty; give a new folder")
-    new = grown_recipe(recipe, **changes)
-    pool_old, pool_new = pools(recipe), pools(new)
-    for g in range(recipe["n_groups"]):
-        old_rows = group_items(recipe, g, pool_old)
-        if group_items(new, g, pool_new)[:len(old_rows)] != old_rows:   # cannot happen; guards the rules above
-            raise BenchError(f"the grown recipe changes group {g}; nothing written")
+    grown_recipe(recipe, **changes)   # refuses bad changes before anything is rendered
+    if arrangements and (changes.get("n_groups") or 0) <= recipe["n_groups"]:
+        raise BenchError(f"new arrangements go to new groups only: give --groups more than {recipe['n_groups']}")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "sources", out / "sources")
+    try:
+        shutil.copytree(source / "sources", out / "sources")
+        arranged = (render_arrangements(out, recipe, arrangements, recipe["n_groups"], workers=workers,
+                                        progress=progress) if arrangements else None)
+        new = grown_recipe(recipe, arranged_sources=arranged, **changes)
+        pool_old, pool_new = pools(recipe), pools(new)
+        for g in range(recipe["n_groups"]):
+            old_rows = group_items(recipe, g, pool_old)
+            if group_items(new, g, pool_new)[:len(old_rows)] != old_rows:   # cannot happen; guards the rules
+                raise BenchError(f"the grown recipe changes group {g}; nothing written")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     if (source / LABELS).is_file():
         shutil.copy2(source / LABELS, out / LABELS)
     cached = source / "cache" / "wave16k"

@@ -266,3 +266,58 @@ def test_grow_keeps_every_labelled_item_and_refuses_changes(tmp_path):
     assert res.exit_code == 2 and "may only add copies or groups" in res.output
     res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out)])
     assert res.exit_code == 2 and "not empty" in res.output
+
+
+def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_path):
+    import zlib
+
+    from typer.testing import CliRunner
+
+    from haaqinet.cli import app
+
+    folder = tmp_path / "m21"
+    sources = data.render_sources(folder, n_pieces=3, source_s=2.0)
+    recipe = data.new_recipe(n_items=8, sources=sources, seed=3, item_s=1.0, n_listeners=8)
+    data.write_recipe(folder, recipe)
+    recipe = data.read_recipe(folder)
+    data.make_data(folder, workers=1)
+    before = data.read_journal(folder)
+    out = tmp_path / "arranged"
+    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out), "--groups", "5",
+                                   "--arrangements", "2", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    grown = data.read_recipe(out)
+    train = {s["source_id"]: s for s in recipe["sources"] if s["split"] == "train"}
+    arranged = [s for s in grown["sources"] if "from_group" in s]
+    assert grown["sources"][:3] == recipe["sources"] and 1 <= len(arranged) <= 2 * len(train)
+    assert grown["arrangements"] == {"from_group": 2, "n_sources": len(arranged)}
+    for s in arranged:
+        original = train[s["source_id"].rsplit("-a", 1)[0]]
+        assert s["split"] == "train" and s["from_group"] == 2 and s["piece"] == original["piece"]
+        assert s["arrangement"] != original["arrangement"]              # another ensemble, tempo or passage
+        pcm = np.load(out / "sources" / f"{s['source_id']}.npy")
+        assert zlib.crc32(pcm.tobytes()) == s["crc32"]
+    # the old groups are unchanged; every new group is a training group on the new arrangements only
+    pool = data.pools(grown)
+    assert [data.group_items(grown, g, pool) for g in range(2)] == [data.group_items(recipe, g) for g in range(2)]
+    new_rows = [r for g in range(2, 5) for r in data.group_items(grown, g, pool)]
+    assert {r["split"] for r in new_rows} == {"train"}
+    assert {r["source_id"] for r in new_rows} <= {s["source_id"] for s in arranged}
+    summary = data.make_data(out, workers=1)
+    journal = data.read_journal(out)
+    assert journal[:len(before)] == before and summary["ok"] == len(journal) == len(before) + len(new_rows)
+    # an arrangement's audio is rebuilt from the recipe alone, bit for bit
+    (out / "sources" / f"{arranged[0]['source_id']}.npy").unlink()
+    assert data.rerender_missing(out, grown) == 1
+    assert zlib.crc32(np.load(out / "sources" / f"{arranged[0]['source_id']}.npy").tobytes()) == arranged[0]["crc32"]
+    # refusals leave nothing behind
+    for src, args, message in ((folder, ["--arrangements", "1"], "new groups only"),
+                               (out, ["--groups", "6", "--arrangements", "1"], "already has new arrangements"),
+                               (folder, ["--arrangements", "-1"], "0 or more")):
+        res = CliRunner().invoke(app, ["grow", "--data", str(src), "--out", str(tmp_path / "x"), *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+        assert not (tmp_path / "x").exists()
+    toy, _ = _toy(tmp_path)                                          # synthetic sources have no score to arrange
+    with pytest.raises(BenchError, match="no rendered training sources"):
+        data.grow(toy, tmp_path / "z", n_groups=4, arrangements=1)
+    assert not (tmp_path / "z").exists()
