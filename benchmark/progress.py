@@ -35,7 +35,9 @@ def reporter(label: str, console, every_s: float = LINE_EVERY_S):
     """A ``(done, total, *_)`` callback for code that counts its own progress (``haaqinet`` commands).
 
     On a terminal it rewrites one line about every 2 %; in a log it writes a timed line as
-    :func:`progress` does, and one when ``done`` reaches ``total``.
+    :func:`progress` does, and one when ``done`` reaches ``total``. The ETA comes from the rate since the
+    first call, so a resumed job (``done`` already near ``total`` at its first call) is not shown as
+    nearly finished.
     """
     if console.is_terminal:
         state = {"last": -1}
@@ -51,6 +53,9 @@ def reporter(label: str, console, every_s: float = LINE_EVERY_S):
 
     def log(done: int, total: int, *_):
         lines.set_total(total)
+        if lines.base is None:             # work done before this run does not count towards the rate
+            lines.base, lines.base_time = done, time.monotonic()
+            lines.done = done
         if done == total:                  # the closing line, written once
             lines.done = done
             lines.show()
@@ -75,6 +80,7 @@ class _Lines:
         self.label, self.console, self.total, self.every_s = label, console, total, every_s
         self.done = 0
         self.start = self.last = time.monotonic()
+        self.base, self.base_time = None, self.start    # the count and time the rate is measured from
 
     def set_total(self, total: int) -> None:
         self.total = total
@@ -91,7 +97,9 @@ class _Lines:
         if not self.total:
             self.console.print(f"{self.label} {self.done}, {_clock(elapsed)} elapsed")
             return
-        eta = f", ETA {_clock(elapsed * (self.total - self.done) / self.done)}" if self.done else ""
+        base = self.base or 0
+        eta = (f", ETA {_clock((now - self.base_time) * (self.total - self.done) / (self.done - base))}"
+               if self.done > base else "")
         self.console.print(f"{self.label} {self.done}/{self.total} ({100 * self.done // self.total} %), "
                            f"{_clock(elapsed)} elapsed{eta}")
 

@@ -51,3 +51,16 @@ def test_reporter_for_counting_code_writes_timed_lines_and_the_end():
     show = progress.reporter("audio read", console, every_s=0.0)
     show(3, 6)
     assert out.getvalue().startswith("audio read 3/6 (50 %)")
+
+
+def test_reporter_rate_counts_only_this_runs_work(monkeypatch):
+    import itertools
+
+    clock = itertools.chain([0.0] * 4, itertools.repeat(10.0))    # the first report at 0 s, the next at 10 s
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out, console = _log()
+    show = progress.reporter("labelled items", console, every_s=0.0)
+    show(900, 1000)        # resumed: 900 labelled before this run; no rate yet
+    show(950, 1000)        # 50 items in 10 s: 50 left take 10 s more (not 0:01 from 950 in 10 s)
+    assert out.getvalue().splitlines() == ["labelled items 900/1000 (90 %), 0:00 elapsed",
+                                           "labelled items 950/1000 (95 %), 0:10 elapsed, ETA 0:10"]
