@@ -128,8 +128,9 @@ def _read(path: Path, map_location) -> dict:
     if not isinstance(package, dict) or any(k not in package for k in _REQUIRED):
         found = sorted(package) if isinstance(package, dict) else type(package).__name__
         raise BenchError(f"{path} is not a HAAQI-Net checkpoint (needs {', '.join(_REQUIRED)}; found {found})")
-    if package["model_name"] != HAAQINet.model_name:
-        raise BenchError(f"{path} holds a {package['model_name']!r} model, not {HAAQINet.model_name!r}")
+    if package["model_name"] not in (HAAQINet.model_name, _ENSEMBLE):
+        raise BenchError(f"{path} holds a {package['model_name']!r} model, not {HAAQINet.model_name!r} or "
+                         f"{_ENSEMBLE!r}")
     return package
 
 
@@ -162,6 +163,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """
     path = Path(path)
     package = _read(path, map_location)
+    if package["model_name"] == _ENSEMBLE:
+        return _load_ensemble(path, package, map_location)
     args = dict(package["model_args"])
     args["frontend_args"] = dict(args.get("frontend_args") or {})
     reference = package.get("frontend_reference")
@@ -188,4 +191,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
             f"{path}: the {args['frontend']} encoder at {args['frontend_args'][reference['arg']]} is not the one "
             f"this head was trained with (fingerprint differs)"
         )
+    return model.to(map_location).eval()
+
+
+_ENSEMBLE = "HAAQINetEnsemble"
+
+
+def _load_ensemble(path: Path, package: dict, map_location):
+    from haaqinet.ensemble import HAAQINetEnsemble
+
+    try:
+        model = HAAQINetEnsemble(**package["model_args"])
+    except (TypeError, KeyError) as exc:
+        raise BenchError(f"{path}: model_args do not fit this version of HAAQINetEnsemble: {exc}") from None
+    except BenchError as exc:
+        raise BenchError(f"{path}: cannot rebuild the ensemble: {exc}") from None
+    try:
+        missing, unexpected = model.load_state_dict(package["state_dict"], strict=False)
+    except RuntimeError as exc:
+        raise BenchError(f"{path}: weights do not fit model_args: {str(exc).strip().splitlines()[-1]}") from None
+    if missing or unexpected:
+        raise BenchError(f"{path}: weights do not fit model_args (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(map_location).eval()

@@ -18,7 +18,7 @@ import typer
 from benchmark.errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="HAAQI-Net: a non-intrusive predictor of HAAQI (make-data, train, evaluate, predict, "
+                  help="HAAQI-Net: a non-intrusive predictor of HAAQI (make-data, train, evaluate, predict, ensemble, "
                        "distill, synth-ratings, finetune, spl-study).")
 
 
@@ -263,6 +263,28 @@ def predict(
     else:
         for r in rows:
             typer.echo(f"{r['file']}  {r['ear']:<6} HAAQI-Net {r['haaqinet']:.4f}")
+
+
+@app.command()
+def ensemble(
+    checkpoint: list[str] = typer.Option(..., help="Two or more networks (paths, or default / student)."),
+    out: Path = typer.Option(..., help="The ensemble checkpoint to write (with its .json sidecar)."),
+    data: Optional[Path] = typer.Option(None, help="Evaluate it on this data set's held-out splits."),
+    workers: int = typer.Option(1, help="Processes regenerating the data set's inputs."),
+) -> None:
+    """Average several networks: one checkpoint whose score is the mean of theirs."""
+    from haaqinet import ensemble as ensemble_mod
+    from haaqinet.evaluate import format_report
+
+    if out.exists():
+        _fail(BenchError(f"{out} exists; give a new file"))
+    try:
+        model, metrics = ensemble_mod.build(checkpoint, out, data_folder=data, workers=workers, log=_echo)
+    except BenchError as exc:
+        _fail(exc)
+    if metrics:
+        typer.echo(format_report(metrics))
+    typer.echo(f"wrote {out}: the mean of {len(model.members)} networks")
 
 
 @app.command()

@@ -366,7 +366,9 @@ def distill(data_folder: Path, out_path: Path, cfg: DistillConfig, *, log=logger
     t_start = time.perf_counter()
     data_folder = Path(data_folder)
     tpath = teacher_path(cfg.teacher)
-    teacher = load_checkpoint(tpath, map_location=cfg.device)
+    from haaqinet.ensemble import require_network
+
+    teacher = require_network(load_checkpoint(tpath, map_location=cfg.device), "distillation", tpath)
     tsha = file_sha256(tpath)
     args = copy.deepcopy(cfg.student_args)
     torch.manual_seed(cfg.seed)

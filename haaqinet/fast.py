@@ -178,11 +178,18 @@ class FastHAAQINet(nn.Module):
 
 
 def supports(model: nn.Module) -> bool:
-    """Whether :class:`FastHAAQINet` can run ``model``: an ``auditory`` HAAQI-Net on the CPU, in float32."""
+    """Whether :class:`FastHAAQINet` can run ``model``: an ``auditory`` HAAQI-Net with the four standard maps
+    (not ``haaqi_level``, whose fifth map the fast fixed stage does not compute) on the CPU, in float32."""
     return (isinstance(model, HAAQINet) and type(model.frontend) is AuditoryFrontend
+            and not model.frontend.haaqi_level
             and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters()))
 
 
 def inference_model(model: nn.Module) -> nn.Module:
-    """The fastest form of ``model`` for inference: a :class:`FastHAAQINet` where supported, else ``model``."""
+    """The fastest form of ``model`` for inference: a :class:`FastHAAQINet` where supported, else ``model``;
+    for an ensemble, the mean of its members' fastest forms."""
+    from haaqinet.ensemble import HAAQINetEnsemble, MeanOf
+
+    if isinstance(model, HAAQINetEnsemble):
+        return MeanOf([inference_model(m) for m in model.members]).eval()
     return FastHAAQINet(model) if supports(model) else model

@@ -311,8 +311,10 @@ def finetune(ratings_csv: Path, out_path: Path, cfg: FinetuneConfig, *, log=prin
     t_start = time.perf_counter()
     table, scale = read_ratings(ratings_csv, scale=cfg.scale)
     base_path = resolve_checkpoint(cfg.checkpoint)
+    from haaqinet.ensemble import require_network
+
     predictor = Predictor(base_path, device=cfg.device)
-    model = predictor.model
+    model = require_network(predictor.model, "fine-tuning", base_path)
     split = split_by_file(table["path"], held_out=cfg.held_out, val=cfg.val, seed=cfg.seed)
     counts = {s: int((split == s).sum()) for s in ("train", "val", "held-out")}
     log(f"{len(table)} ratings ({scale}) of {table['path'].nunique()} files: {counts['train']} training, "

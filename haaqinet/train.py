@@ -118,7 +118,9 @@ def initial_model(cfg: TrainConfig):
     path = resolve_checkpoint(cfg.init)
     if not path.is_file():
         raise BenchError(f"the checkpoint to start from does not exist: {path}")
-    model = load_checkpoint(path)
+    from haaqinet.ensemble import require_network
+
+    model = require_network(load_checkpoint(path), "--init", path)
     if model.model_args.get("frontend") != cfg.frontend:
         raise BenchError(f"--init {path.name} has the {model.model_args.get('frontend')!r} front end, not "
                          f"{cfg.frontend!r}; pass --frontend {model.model_args.get('frontend')}")
