@@ -56,8 +56,9 @@ def main() -> None:
             out["study"][label] = {k: s[k] for k in ("worst_lcc", "worst_spl_db", "best_lcc", "best_spl_db", "gap")}
             out["study"][label]["pooled_lcc"] = s["pooled"]["lcc"]
             r = out["study"][label]
-            print(f"val SPL study      {label:<32} worst {r['worst_lcc']:.4f} at {r['worst_spl_db']:g} dB, best "
-                  f"{r['best_lcc']:.4f} at {r['best_spl_db']:g} dB, gap {r['gap']:.4f}, pooled LCC {r['pooled_lcc']:.4f}")
+            print(f"val SPL study      {label:<32} worst {r['worst_lcc']:.4f} at {r['worst_spl_db']:g} dB, "
+                  f"best {r['best_lcc']:.4f} at {r['best_spl_db']:g} dB, gap {r['gap']:.4f}, "
+                  f"pooled LCC {r['pooled_lcc']:.4f}")
     if args.out:
         args.out.write_text(json.dumps(out, indent=1, default=float) + "\n")
 
