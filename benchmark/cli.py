@@ -80,7 +80,7 @@ def run(
     haaqinet: bool = typer.Option(True, "--haaqinet/--no-haaqinet",
                                   help="Also predict each output with HAAQI-Net."),
     haaqinet_checkpoint: Optional[str] = typer.Option(None, help="HAAQI-Net checkpoint: a path, or "
-                                                      "default (the shipped teacher) or student."),
+                                                      "default (the shipped teacher), student or ensemble."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),

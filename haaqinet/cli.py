@@ -202,7 +202,7 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student "
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student / ensemble "
                                               "[default: the shipped one]."),
     split: List[str] = typer.Option([], help="Splits to evaluate [default: test, unseen-conditions, val, train]."),
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
@@ -234,7 +234,7 @@ def predict(
     spl: float = typer.Option(65.0, help="RMS presentation level of each file in dB SPL."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student "
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student / ensemble "
                                               "[default: the shipped one]."),
     device: str = typer.Option("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, ear, haaqinet}."),

@@ -108,11 +108,15 @@ def build(checkpoints: list, out_path: str | Path, *, data_folder: str | Path | 
     members = []
     for path in paths:
         sidecar = Path(f"{path}.json")
-        per_split = (json.loads(sidecar.read_text()).get("metrics") or {}).get("per_split", {}) \
-            if sidecar.is_file() else {}
+        doc = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        per_split = (doc.get("metrics") or {}).get("per_split", {})
+        trained = doc.get("extra") or {}
         members.append({"file": path.name, "path": str(path),
                         "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12],
-                        "per_split": {s: per_split[s] for s in ("val", "test") if s in per_split}})
+                        "per_split": {s: per_split[s] for s in ("val", "test") if s in per_split},
+                        "training": trained.get("training"),
+                        "data_recipe_sha256_16": (trained.get("data") or {}).get("recipe_sha256_16"),
+                        "git_commit": doc.get("git_commit")})
     rep, metrics, extra = {}, None, {"members": members}
     if data_folder is not None:
         log(f"evaluating the mean of {len(paths)} networks on {data_folder}")

@@ -32,8 +32,11 @@ from benchmark.errors import AudioError, BenchError
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 #: The shipped distilled student (docs/haaqinet-distill.md).
 STUDENT_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
+#: The shipped ensemble: the mean of the teacher and three other networks (``haaqinet/ensemble.py``).
+ENSEMBLE_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("haaqinet-auditory-ensemble.pt")
 #: Names accepted wherever a checkpoint path is (``--checkpoint student``, ``--haaqinet-checkpoint student``).
-CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": DEFAULT_CHECKPOINT, "student": STUDENT_CHECKPOINT}
+CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": DEFAULT_CHECKPOINT, "student": STUDENT_CHECKPOINT,
+                    "ensemble": ENSEMBLE_CHECKPOINT}
 MODEL_RATE_HZ = 16000
 #: Lowest accepted input sample rate in Hz (below it the 16-kHz model would see an empty upper band).
 MIN_RATE_HZ = 8000
@@ -44,7 +47,8 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
     """The file of a checkpoint given by path or by name.
 
     ``None``, ``"default"`` and ``"teacher"`` are the shipped ``haaqinet-auditory.pt``; ``"student"`` is
-    the distilled ``haaqinet-auditory-student.pt``. An existing file always wins over a name.
+    the distilled ``haaqinet-auditory-student.pt``; ``"ensemble"`` is ``haaqinet-auditory-ensemble.pt``. An
+    existing file always wins over a name.
     """
     if checkpoint is None:
         return DEFAULT_CHECKPOINT

@@ -85,3 +85,17 @@ def test_ensemble_command_writes_an_evaluated_checkpoint_that_predicts(toy_teach
         initial_model(TrainConfig(init=str(out)))
     res = CliRunner().invoke(app, ["ensemble", "--checkpoint", str(ckpt), "--out", str(out)])
     assert res.exit_code == 2 and "exists" in res.output
+
+
+def test_the_shipped_ensemble_holds_the_shipped_teacher_and_records_its_members():
+    from haaqinet.predict import ENSEMBLE_CHECKPOINT, resolve_checkpoint
+
+    assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT
+    ens = load_checkpoint(ENSEMBLE_CHECKPOINT)
+    teacher = load_checkpoint(resolve_checkpoint("teacher"))
+    assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 4
+    first = ens.members[0].state_dict()
+    assert all(torch.equal(first[k], v) for k, v in teacher.state_dict().items())
+    sidecar = json.loads(ENSEMBLE_CHECKPOINT.with_name(ENSEMBLE_CHECKPOINT.name + ".json").read_text())
+    assert [m["file"] for m in sidecar["extra"]["members"]][0] == "haaqinet-auditory.pt"
+    assert sidecar["metrics"]["per_split"]["test"]["n"] == 2364
