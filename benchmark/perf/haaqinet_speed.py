@@ -55,7 +55,8 @@ def _median(fn, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="HAAQI-Net checkpoint [default: the shipped one]")
+    parser.add_argument("--checkpoint", default=None,
+                        help="HAAQI-Net checkpoint: a path or a name (default, student, ensemble) [default: teacher]")
     parser.add_argument("--length", type=float, default=10.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from benchmark.audiogram import parse_audiogram
     from benchmark.perf import haaqi_speed as hs
-    from haaqinet.predict import DEFAULT_CHECKPOINT, Predictor
+    from haaqinet.predict import Predictor, resolve_checkpoint
 
     torch.set_num_threads(args.threads)
-    path = str(args.checkpoint or DEFAULT_CHECKPOINT)
+    path = str(resolve_checkpoint(args.checkpoint))   # a path, or a name: default, student, ensemble
     res = {"length_s": args.length, "threads": args.threads, "batch": args.batch, "checkpoint": path,
            "cpu_count": os.cpu_count()}
     out = subprocess.run([sys.executable, "-c", _LOAD.format(path=path, threads=args.threads)], check=True,
