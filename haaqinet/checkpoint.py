@@ -170,22 +170,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     reference = package.get("frontend_reference")
     if reference:
         _resolve_frontend(args, reference, path, frontend_path)
-    try:
-        model = HAAQINet(**args)
-    except TypeError as exc:
-        raise BenchError(f"{path}: model_args do not fit this version of HAAQINet: {exc}") from None
-    except BenchError as exc:
-        raise BenchError(f"{path}: cannot rebuild the model: {exc}") from None
-    try:
-        missing, unexpected = model.load_state_dict(package["state_dict"], strict=False)
-    except RuntimeError as exc:
-        raise BenchError(f"{path}: weights do not fit model_args: {str(exc).strip().splitlines()[-1]}") from None
-    if reference:
-        missing = [k for k in missing if not k.startswith(_FRONTEND_PREFIX)]
-    if missing or unexpected:
-        raise BenchError(
-            f"{path}: weights do not fit model_args (missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+    model = _rebuild(path, HAAQINet, args, package["state_dict"], external_frontend=bool(reference))
     if reference and weights_fingerprint(model.frontend) != reference["fingerprint"]:
         raise BenchError(
             f"{path}: the {args['frontend']} encoder at {args['frontend_args'][reference['arg']]} is not the one "
@@ -200,16 +185,24 @@ _ENSEMBLE = "HAAQINetEnsemble"
 def _load_ensemble(path: Path, package: dict, map_location):
     from haaqinet.ensemble import HAAQINetEnsemble
 
+    return _rebuild(path, HAAQINetEnsemble, package["model_args"], package["state_dict"]).to(map_location).eval()
+
+
+def _rebuild(path: Path, cls, args: dict, state_dict: dict, *, external_frontend: bool = False):
+    """``cls(**args)`` with ``state_dict`` loaded, or a BenchError naming ``path`` where they do not fit (the
+    weights of an external front end are not in ``state_dict``: ``external_frontend``)."""
     try:
-        model = HAAQINetEnsemble(**package["model_args"])
+        model = cls(**args)
     except (TypeError, KeyError) as exc:
-        raise BenchError(f"{path}: model_args do not fit this version of HAAQINetEnsemble: {exc}") from None
+        raise BenchError(f"{path}: model_args do not fit this version of {cls.__name__}: {exc}") from None
     except BenchError as exc:
-        raise BenchError(f"{path}: cannot rebuild the ensemble: {exc}") from None
+        raise BenchError(f"{path}: cannot rebuild the model: {exc}") from None
     try:
-        missing, unexpected = model.load_state_dict(package["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:
         raise BenchError(f"{path}: weights do not fit model_args: {str(exc).strip().splitlines()[-1]}") from None
+    if external_frontend:
+        missing = [k for k in missing if not k.startswith(_FRONTEND_PREFIX)]
     if missing or unexpected:
         raise BenchError(f"{path}: weights do not fit model_args (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return model.to(map_location).eval()
+    return model
