@@ -107,6 +107,9 @@ def build_study(data_folder: Path, *, n_groups: int = 25, spls=SPLS_DB, seed: in
     recipe = data.read_recipe(data_folder)
     backend = haaqi_backend or recipe["haaqi_backend"]
     groups = study_rows(data_folder, n_groups=n_groups, seed=seed, split=split)
+    if len(groups) < n_groups:
+        log(f"warning: {data_folder} has only {len(groups)} labelled {split} groups, not the {n_groups} asked "
+            f"for; the study uses those {len(groups)} (label the data set with make-data for more)")
     spls = [float(s) for s in spls]
     for s in spls:
         from benchmark.calibration import check_spl

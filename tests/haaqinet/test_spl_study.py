@@ -24,6 +24,14 @@ def test_relabelling_follows_the_level(toy_teacher):
     assert info2["cached"] and np.allclose(again["haaqi"], table["haaqi"])
 
 
+def test_a_study_larger_than_the_labelled_groups_says_so(toy_teacher):
+    folder, _ = toy_teacher
+    said = []
+    table, _, info = build_study(folder, n_groups=50, spls=(45,), log=said.append)
+    groups = table["item_id"].str[:6].nunique()
+    assert groups < 50 and any(f"only {groups} labelled test groups, not the 50" in m for m in said), said
+
+
 def test_study_table_shape_and_range(toy_teacher):
     folder, teacher = toy_teacher
     spls = (45, 65, 85)
