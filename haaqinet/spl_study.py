@@ -264,7 +264,7 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
 
     from haaqinet.checkpoint import load_checkpoint
     from haaqinet.model import count_parameters
-    from haaqinet.predict import predict_arrays, resolve_checkpoint
+    from haaqinet.predict import CHECKPOINT_NAMES, predict_arrays, resolve_checkpoint
 
     table, x16, info = build_study(data_folder, n_groups=n_groups, spls=spls, seed=seed, split=split,
                                    workers=workers, haaqi_backend=haaqi_backend, progress=progress, log=log)
@@ -274,7 +274,7 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
     for ck in checkpoints:
         path = resolve_checkpoint(ck)
         model = load_checkpoint(path, map_location=device)
-        label = str(ck) if str(ck) in ("default", "teacher", "student") else path.name
+        label = str(ck) if str(ck) in CHECKPOINT_NAMES else path.name
         t0 = time.perf_counter()
         pred = predict_arrays(model, x16, audiograms, spl_in, batch_size=32, device=device)
         df = table.assign(haaqinet=pred)
