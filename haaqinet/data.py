@@ -450,8 +450,6 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     """
     from benchmark.corpus.recipe import BUILTIN_RECIPE
 
-    out_dir = Path(folder) / "sources"
-    out_dir.mkdir(parents=True, exist_ok=True)
     exclude = {a.source.rsplit(".", 1)[0] for a in BUILTIN_RECIPE}
     candidates = _candidate_paths(seed, exclude)
     quotas = dict(SOURCE_QUOTAS)
@@ -475,10 +473,7 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
                     arr, pcm = result
                     if any(r["source_id"] == arr.clip_id for r in rows):
                         continue
-                    np.save(out_dir / f"{arr.clip_id}.npy", pcm)
-                    rows.append({"source_id": arr.clip_id, "piece": rel, "ensemble": arr.instrumentation,
-                                 "arrangement": arr.as_dict(), "render_s": source_s,
-                                 "duration_s": pcm.size / RATE_HZ, "crc32": zlib.crc32(pcm.tobytes())})
+                    rows.append(_store_source(folder, arr, pcm, rel, source_s))
                     taken += 1
                     if progress:
                         progress(len(rows), n_pieces, arr.clip_id)
@@ -508,8 +503,6 @@ def render_arrangements(folder: Path, recipe: dict, copies: int, from_group: int
             jobs.append((src, c, (src["piece"], ARRANGEMENT_STRIDE * c + i, recipe["seed"], src["render_s"])))
     if not jobs:
         raise BenchError("the recipe has no rendered training sources to arrange again")
-    out_dir = Path(folder) / "sources"
-    out_dir.mkdir(parents=True, exist_ok=True)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     rows = []
     try:
@@ -522,10 +515,7 @@ def render_arrangements(folder: Path, recipe: dict, copies: int, from_group: int
                 continue
             arr, pcm = result
             arr = dataclasses.replace(arr, clip_id=f"{src['source_id']}-a{c}")
-            np.save(out_dir / f"{arr.clip_id}.npy", pcm)
-            rows.append({"source_id": arr.clip_id, "piece": src["piece"], "ensemble": arr.instrumentation,
-                         "arrangement": arr.as_dict(), "render_s": src["render_s"],
-                         "duration_s": pcm.size / RATE_HZ, "crc32": zlib.crc32(pcm.tobytes()),
+            rows.append({**_store_source(folder, arr, pcm, src["piece"], src["render_s"]),
                          "split": "train", "from_group": int(from_group)})
     finally:
         if pool:
@@ -545,6 +535,15 @@ def _source_pcm(x: np.ndarray) -> np.ndarray:
 
 def _source_path(folder, source_id: str) -> Path:
     return Path(folder) / "sources" / f"{source_id}.npy"
+
+
+def _store_source(folder, arr, pcm: np.ndarray, piece: str, render_s: float) -> dict:
+    """Save a rendered source (int16 at 24 kHz) under ``folder/sources``; its recipe row."""
+    path = _source_path(folder, arr.clip_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, pcm)
+    return {"source_id": arr.clip_id, "piece": piece, "ensemble": arr.instrumentation, "arrangement": arr.as_dict(),
+            "render_s": render_s, "duration_s": pcm.size / RATE_HZ, "crc32": zlib.crc32(pcm.tobytes())}
 
 
 def _render_source(job):
@@ -640,10 +639,7 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
                              f"{old_groups}")
         out["denoiser_aids"] = denoiser_spec(denoiser_share, from_group=old_groups)
     if arranged_sources:
-        if "arrangements" in recipe:
-            raise BenchError("the recipe already has new arrangements; grow it from the folder before them")
-        if out["n_groups"] == old_groups:
-            raise BenchError(f"new arrangements go to new groups only: give --groups more than {old_groups}")
+        check_arrangements(recipe, out["n_groups"])
         if any(src.get("from_group") != old_groups or src.get("split") != "train" for src in arranged_sources):
             raise BenchError(f"arranged sources must be training sources for groups from {old_groups}")
         out["sources"] = out["sources"] + json.loads(json.dumps(arranged_sources))
@@ -655,6 +651,14 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
         spec = edge_copies_spec(edge_copies, 0, out["n_groups"] if edge_copies_to is None else edge_copies_to)
         out["edge_copies"] = _grown_copies(recipe.get("edge_copies"), spec, "width_db")
     return out
+
+
+def check_arrangements(recipe: dict, n_groups: int | None) -> None:
+    """Refuse new arrangements for ``recipe`` grown to ``n_groups``: they go to new groups only, once."""
+    if "arrangements" in recipe:
+        raise BenchError("the recipe already has new arrangements; grow it from the folder before them")
+    if (n_groups or 0) <= recipe["n_groups"]:
+        raise BenchError(f"new arrangements go to new groups only: give --groups more than {recipe['n_groups']}")
 
 
 def grow(source: Path, out: Path, *, arrangements: int = 0, workers: int = 1, progress=None, **changes) -> dict:
@@ -670,8 +674,8 @@ def grow(source: Path, out: Path, *, arrangements: int = 0, workers: int = 1, pr
     if out.exists() and any(out.iterdir()):
         raise BenchError(f"{out} exists and is not empty; give a new folder")
     grown_recipe(recipe, **changes)   # refuses bad changes before anything is rendered
-    if arrangements and (changes.get("n_groups") or 0) <= recipe["n_groups"]:
-        raise BenchError(f"new arrangements go to new groups only: give --groups more than {recipe['n_groups']}")
+    if arrangements:
+        check_arrangements(recipe, changes.get("n_groups"))
     out.mkdir(parents=True, exist_ok=True)
     try:
         shutil.copytree(source / "sources", out / "sources")
