@@ -21,6 +21,15 @@ def _toy(tmp_path, n_items=8, **kw):
     return folder, recipe
 
 
+def _grow_cli(data_folder, out, *args):
+    """``bench haaqinet grow --data data_folder --out out ARGS`` through the CLI; the typer result."""
+    from typer.testing import CliRunner
+
+    from haaqinet.cli import app
+
+    return CliRunner().invoke(app, ["grow", "--data", str(data_folder), "--out", str(out), *args])
+
+
 def test_generated_listeners_are_deterministic_realistic_and_varied():
     a = audiograms.generate_listeners(300, seed=1)
     b = audiograms.generate_listeners(300, seed=1)
@@ -237,16 +246,11 @@ def test_a_grown_recipe_labels_only_its_new_items_each_at_its_own_level(tmp_path
 
 
 def test_grow_keeps_every_labelled_item_and_refuses_changes(tmp_path):
-    from typer.testing import CliRunner
-
-    from haaqinet.cli import app
-
     folder, recipe = _toy(tmp_path, n_items=8)
     data.make_data(folder, workers=1, cache_inputs=True)
     before = data.read_journal(folder)
     out = tmp_path / "grown"
-    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out), "--groups", "4",
-                                   "--denoiser-share", "1.0", "--level-copies", "1"])
+    res = _grow_cli(folder, out, "--groups", "4", "--denoiser-share", "1.0", "--level-copies", "1")
     assert res.exit_code == 0, res.output
     grown = data.read_recipe(out)
     assert grown["n_groups"] == 4 and grown["denoiser_aids"]["from_group"] == 2
@@ -259,21 +263,16 @@ def test_grow_keeps_every_labelled_item_and_refuses_changes(tmp_path):
     assert {r["aid"] for r in journal if r["group"] >= 2} <= set(data.DENOISER_AIDS)
     for args, message in ((["--groups", "1"], "keeps its 2 groups"),
                           (["--denoiser-share", "0.5"], "new groups only")):
-        res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(tmp_path / "x"), *args])
+        res = _grow_cli(folder, tmp_path / "x", *args)
         assert res.exit_code == 2 and message in res.output, res.output
-    res = CliRunner().invoke(app, ["grow", "--data", str(out), "--out", str(tmp_path / "y"), "--level-copies", "1",
-                                   "--level-copies-to", "2"])
+    res = _grow_cli(out, tmp_path / "y", "--level-copies", "1", "--level-copies-to", "2")
     assert res.exit_code == 2 and "may only add copies or groups" in res.output
-    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out)])
+    res = _grow_cli(folder, out)
     assert res.exit_code == 2 and "not empty" in res.output
 
 
 def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_path):
     import zlib
-
-    from typer.testing import CliRunner
-
-    from haaqinet.cli import app
 
     folder = tmp_path / "m21"
     sources = data.render_sources(folder, n_pieces=3, source_s=2.0)
@@ -283,8 +282,7 @@ def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_pa
     data.make_data(folder, workers=1)
     before = data.read_journal(folder)
     out = tmp_path / "arranged"
-    res = CliRunner().invoke(app, ["grow", "--data", str(folder), "--out", str(out), "--groups", "5",
-                                   "--arrangements", "2", "--workers", "2"])
+    res = _grow_cli(folder, out, "--groups", "5", "--arrangements", "2", "--workers", "2")
     assert res.exit_code == 0, res.output
     grown = data.read_recipe(out)
     train = {s["source_id"]: s for s in recipe["sources"] if s["split"] == "train"}
@@ -314,7 +312,7 @@ def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_pa
     for src, args, message in ((folder, ["--arrangements", "1"], "new groups only"),
                                (out, ["--groups", "6", "--arrangements", "1"], "already has new arrangements"),
                                (folder, ["--arrangements", "-1"], "0 or more")):
-        res = CliRunner().invoke(app, ["grow", "--data", str(src), "--out", str(tmp_path / "x"), *args])
+        res = _grow_cli(src, tmp_path / "x", *args)
         assert res.exit_code == 2 and message in res.output, res.output
         assert not (tmp_path / "x").exists()
     toy, _ = _toy(tmp_path)                                          # synthetic sources have no score to arrange
