@@ -102,7 +102,7 @@ def run_sweep(
     todo = _unfinished(plan.jobs, store.finished_keys(retry_errors=retry_errors, rows=journal))
     backend_version = _backend_version(config.haaqi_backend)
     if todo:
-        _check_same_backend(store.root, journal, backend_version)
+        _check_same_scorers(store.root, journal, backend_version, checkpoint_id)
     n_trials = sum(len(j.trial_keys()) for j in plan.jobs)
     summary = RunSummary(store.root, n_trials=n_trials,
                          n_skipped=n_trials - sum(len(j.trial_keys()) for j in todo))
@@ -175,14 +175,21 @@ def select_clips(clips: list, clip_ids) -> list:
     return [by_id[c] for c in clip_ids]
 
 
-def _check_same_backend(root: Path, journal: list[dict], backend_version: str) -> None:
-    """Refuse to add rows scored by another HAAQI version to a run (its rows would not compare)."""
-    old = {r.get("haaqi_backend_version") for r in journal if r.get("status") == "ok"}
-    old.discard(None)
+def _check_same_scorers(root: Path, journal: list[dict], backend_version: str, checkpoint_id: str) -> None:
+    """Refuse to add rows scored by another HAAQI version or another HAAQI-Net checkpoint to a run (its rows
+    would not compare)."""
+    ok = [r for r in journal if r.get("status") == "ok"]
+    old = {r.get("haaqi_backend_version") for r in ok} - {None}
     if old and old != {backend_version}:
         raise BenchError(
             f"{root} was scored with HAAQI {', '.join(sorted(old))}, but this installation has "
             f"{backend_version}; finish it with that version, or start a new run (--run-id)")
+    old = {r.get("haaqinet_checkpoint") for r in ok} - {None, ""}
+    if checkpoint_id and old and old != {checkpoint_id}:
+        raise BenchError(
+            f"{root} was scored with HAAQI-Net {', '.join(sorted(old))}, but this run asks for {checkpoint_id}; "
+            "finish it with that checkpoint (--haaqinet-checkpoint PATH), then re-score it with "
+            "`bench rescore`, or start a new run (--run-id)")
 
 
 def _unfinished(jobs, finished: set[str]) -> list:

@@ -102,26 +102,32 @@ def grow(
     arrangements: int = typer.Option(0, help="New arrangements (ensemble, tempo, passage) of every training "
                                      "source's score, rendered now; the new groups are training groups drawn "
                                      "from them only."),
-    workers: int = typer.Option(1, help="Processes rendering the new arrangements."),
+    pieces: int = typer.Option(0, help="Scores of the music21 corpus that the data set has in no split, rendered "
+                               "now as training music; the new groups are training groups drawn from them "
+                               "(and from any new arrangements) only."),
+    workers: int = typer.Option(1, help="Processes rendering the new arrangements and pieces."),
 ) -> None:
     """Grow a data set without relabelling it: more groups, denoiser aids, level or edge copies, new
-    arrangements of the training music; then make-data."""
+    arrangements of the training music, new training pieces; then make-data."""
     from haaqinet import data as data_mod
 
-    if arrangements < 0:
-        _fail(BenchError(f"--arrangements must be 0 or more, got {arrangements}"))
+    for name, value in (("--arrangements", arrangements), ("--pieces", pieces)):
+        if value < 0:
+            _fail(BenchError(f"{name} must be 0 or more, got {value}"))
     try:
-        bar = _progress("arrangements rendered")
+        bar = _progress("sources rendered")
         recipe = data_mod.grow(data, out, n_groups=groups, denoiser_share=denoiser_share,
                                level_copies=level_copies, level_copies_to=level_copies_to,
                                edge_copies=edge_copies, edge_copies_to=edge_copies_to,
-                               arrangements=arrangements, workers=workers,
+                               arrangements=arrangements, pieces=pieces, workers=workers,
                                progress=lambda done, total, _: bar(done, total))
     except BenchError as exc:
         _fail(exc)
-    if arrangements:
-        typer.echo(f"rendered {recipe['arrangements']['n_sources']} new arrangements of training pieces for "
-                   f"groups {recipe['arrangements']['from_group']}..{recipe['n_groups'] - 1}")
+    added = recipe.get("added_sources")
+    if added:
+        typer.echo(f"rendered {added['n_arrangements']} new arrangements of training pieces and "
+                   f"{added['n_pieces']} new training pieces for groups {added['from_group']}.."
+                   f"{recipe['n_groups'] - 1}")
     typer.echo(f"wrote {out}: {recipe['n_groups']} groups; the labels of {data} are kept. Label the new items "
                f"with: bench haaqinet make-data --out {out} --workers 2 --cache-inputs")
 
@@ -175,7 +181,7 @@ def train(
     warmup_steps: int = typer.Option(300, help="Steps of linear learning-rate warm-up."),
     ema: float = typer.Option(0.0, help="Validate and keep an exponential moving average of the weights "
                               "with this decay per step (e.g. 0.995; 0: off)."),
-    init: Optional[str] = typer.Option(None, help="Start from this checkpoint (path, default or student): its "
+    init: Optional[str] = typer.Option(None, help="Start from this checkpoint (path, teacher or student): its "
                                        "architecture and weights; e.g. to continue training on a grown data set."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
@@ -290,7 +296,7 @@ def ensemble(
 @app.command()
 def distill(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    teacher: str = typer.Option("default", help="Teacher checkpoint: a path, or default (the shipped one)."),
+    teacher: str = typer.Option("teacher", help="Teacher checkpoint: a path, or teacher (the shipped single network)."),
     out: Path = typer.Option(Path("haaqinet-student.pt"), help="Student checkpoint to write (+ .json sidecar)."),
     student_arg: List[str] = typer.Option([], help="HAAQINet option of the student key=value (JSON values), "
                                           "repeatable; overrides haaqinet.distill.STUDENT_ARGS."),
@@ -369,7 +375,7 @@ def finetune(
                                  "(docs/haaqinet-finetune.md)."),
     scale: Optional[str] = typer.Option(None, help="Score scale: mos (1-5) or mushra (0-100) [default: the "
                                         "CSV's scale column]."),
-    checkpoint: str = typer.Option("default", help="Checkpoint to start from: a path, default or student."),
+    checkpoint: str = typer.Option("teacher", help="Checkpoint to start from: a path, teacher or student (one network)."),
     out: Path = typer.Option(Path("haaqinet-finetuned.pt"), help="Fine-tuned checkpoint (+ .json sidecar)."),
     held_out: float = typer.Option(0.2, help="Share of audio files held out for the report."),
     val: float = typer.Option(0.15, help="Share of the remaining files for early stopping."),

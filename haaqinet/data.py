@@ -136,8 +136,9 @@ def assign_splits(n: int, seed: int, salt: int, fractions: dict) -> list[str]:
     return out
 
 
-#: Pool key of the new arrangements of training pieces (recipe key ``arrangements``).
-ARRANGED = "train-arrangements"
+#: Pool key of the training sources added by ``grow`` (new arrangements, new pieces; recipe key
+#: ``added_sources``, or ``arrangements`` in recipes written before new pieces could be added).
+ADDED = "train-added"
 #: Arrangement index of copy c of the recipe's i-th source: ARRANGEMENT_STRIDE * c + i (never a first render's).
 ARRANGEMENT_STRIDE = 1_000_000
 
@@ -153,9 +154,9 @@ def pools(recipe: dict) -> dict:
     by_split = {s: ([], []) for s in ("train", "val", "test")}
     n_gen = recipe["listeners"]["n_generated"]
     listener_splits = assign_splits(n_gen, recipe["seed"], 13, LISTENER_FRACTIONS)
-    arranged = []             # new arrangements (recipe key "arrangements"): only the groups after them draw these
+    added = []                # sources added by grow: only the groups after them draw these
     for src in recipe["sources"]:
-        (arranged if "from_group" in src else by_split[src["split"]][0]).append(src["source_id"])
+        (added if "from_group" in src else by_split[src["split"]][0]).append(src["source_id"])
     for name, a in builtin_audiograms().items():
         if name in recipe["listeners"]["builtin_in_train"]:
             by_split["train"][1].append((name, tuple(float(v) for v in a.at(STANDARD_FREQUENCIES_HZ))))
@@ -170,7 +171,7 @@ def pools(recipe: dict) -> dict:
                            len(srcs), len(auds))
             by_split[split] = (srcs or by_split["train"][0], auds or by_split["train"][1])
     by_split["unseen-conditions"] = by_split["test"]
-    by_split[ARRANGED] = (arranged, by_split["train"][1])
+    by_split[ADDED] = (added, by_split["train"][1])
     return by_split
 
 
@@ -333,9 +334,9 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
     """The item rows of one group (without labels), deterministic in (recipe, group)."""
     pool = pool or pools(recipe)
     seed = recipe["seed"]
-    arrangements = recipe.get("arrangements")
-    if arrangements and group >= arrangements["from_group"]:
-        split, (sources, audiograms) = "train", pool[ARRANGED]
+    added = added_sources(recipe)
+    if added and group >= added["from_group"]:
+        split, (sources, audiograms) = "train", pool[ADDED]
     else:
         split = _split_of(group, seed, 17, recipe["split_fractions"])
         sources, audiograms = pool[split]
@@ -364,6 +365,11 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
             "seed_haaqi": seed_haaqi, "seed_noise": [seed, group, k, 29],
         })
     return rows + level_copy_rows(recipe, group, rows) + edge_copy_rows(recipe, group, rows)
+
+
+def added_sources(recipe: dict) -> dict | None:
+    """The recipe's entry for sources added by ``grow`` ({from_group, n_sources, ...}), or None."""
+    return recipe.get("added_sources") or recipe.get("arrangements")
 
 
 def recipe_source(recipe: dict, source_id: str) -> dict:
@@ -431,7 +437,7 @@ def _arrangement(rel: str, index: int, seed: int):
 
 
 def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: float = 6.0, progress=None,
-                   workers: int = 1) -> list[dict]:
+                   workers: int = 1, exclude: set[str] = frozenset(), first_index: int = 0) -> list[dict]:
     """Render ``n_pieces`` music21 scores (not those of the built-in corpus) into ``folder/sources``.
 
     Each source is the mid channel ((L + R) / 2) of a ``source_s``-second excerpt
@@ -439,48 +445,64 @@ def render_sources(folder: Path, *, n_pieces: int, seed: int = 0, source_s: floa
     int16 (full scale 32767). Scores that fail to parse or render, or are shorter
     than ``source_s``, are skipped. Needs music21, midirenderer and pretty_midi.
 
+    Pieces are taken per composer folder in proportion to ``SOURCE_QUOTAS``; where
+    a folder runs out, a second pass fills up from the folders that have more.
+    ``exclude``: corpus paths without extension never to take (for example the
+    pieces a recipe already has). ``first_index``: arrangement indices start
+    after it, so added pieces get arrangements of their own.
+
     With ``workers`` > 1 the candidates of each composer are rendered in
     ordered batches by that many processes and accepted in order, so the
     sources are the same as with one (a batch may render a few candidates that
     are not needed).
 
     Returns:
-        source rows for the recipe: source_id, piece, ensemble, arrangement, split,
+        source rows for the recipe: source_id, piece, ensemble, arrangement,
         duration_s and a CRC-32 of the int16 samples.
     """
     from benchmark.corpus.recipe import BUILTIN_RECIPE
 
-    exclude = {a.source.rsplit(".", 1)[0] for a in BUILTIN_RECIPE}
-    candidates = _candidate_paths(seed, exclude)
+    builtin = {a.source.rsplit(".", 1)[0] for a in BUILTIN_RECIPE}
+    candidates = _candidate_paths(seed, builtin | set(exclude))
     quotas = dict(SOURCE_QUOTAS)
     scale = n_pieces / sum(quotas.values())
     want = {top: max(1, round(q * scale)) for top, q in quotas.items()}
-    rows, index = [], 0
+    rows, state = [], {"index": first_index}
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    batch = 2 * workers if pool else 1
     try:
-        for top in quotas:
-            paths, taken, pos = candidates.get(top, []), 0, 0
-            while pos < len(paths) and taken < want[top] and len(rows) < n_pieces:
-                jobs = [(rel, index + 1 + j, seed, source_s) for j, rel in enumerate(paths[pos:pos + batch])]
-                results = pool.map(_render_source, jobs) if pool else map(_render_source, jobs)
-                for (rel, job_index, _, _), result in zip(jobs, results):
-                    if taken >= want[top] or len(rows) >= n_pieces:
-                        break
-                    index, pos = job_index, pos + 1
-                    if result is None or any(rel.rsplit(".", 1)[0] == r["piece"].rsplit(".", 1)[0] for r in rows):
-                        continue  # did not render, or the same work in another format
-                    arr, pcm = result
-                    if any(r["source_id"] == arr.clip_id for r in rows):
-                        continue
-                    rows.append(_store_source(folder, arr, pcm, rel, source_s))
-                    taken += 1
-                    if progress:
-                        progress(len(rows), n_pieces, arr.clip_id)
+        positions = {top: 0 for top in quotas}
+        for fill in (False, True):   # the quotas, then (where a folder ran out) whatever the others have left
+            for top in quotas:
+                limit = n_pieces if fill else want[top]
+                positions[top] = _take_pieces(folder, candidates.get(top, []), positions[top], limit, n_pieces,
+                                              rows, state, seed, source_s, pool, workers, progress)
     finally:
         if pool:
             pool.shutdown()
     return rows
+
+
+def _take_pieces(folder, paths, pos, limit, n_pieces, rows, state, seed, source_s, pool, workers, progress):
+    """Render ``paths[pos:]`` in order into ``rows`` until this folder has ``limit`` more pieces (or there
+    are ``n_pieces``); returns the position reached."""
+    batch, taken = (2 * workers if pool else 1), 0
+    while pos < len(paths) and taken < limit and len(rows) < n_pieces:
+        jobs = [(rel, state["index"] + 1 + j, seed, source_s) for j, rel in enumerate(paths[pos:pos + batch])]
+        results = pool.map(_render_source, jobs) if pool else map(_render_source, jobs)
+        for (rel, job_index, _, _), result in zip(jobs, results):
+            if taken >= limit or len(rows) >= n_pieces:
+                break
+            state["index"], pos = job_index, pos + 1
+            if result is None or any(rel.rsplit(".", 1)[0] == r["piece"].rsplit(".", 1)[0] for r in rows):
+                continue  # did not render, or the same work in another format
+            arr, pcm = result
+            if any(r["source_id"] == arr.clip_id for r in rows):
+                continue
+            rows.append(_store_source(folder, arr, pcm, rel, source_s))
+            taken += 1
+            if progress:
+                progress(len(rows), n_pieces, arr.clip_id)
+    return pos
 
 
 def render_arrangements(folder: Path, recipe: dict, copies: int, from_group: int, *, workers: int = 1,
@@ -516,7 +538,7 @@ def render_arrangements(folder: Path, recipe: dict, copies: int, from_group: int
             arr, pcm = result
             arr = dataclasses.replace(arr, clip_id=f"{src['source_id']}-a{c}")
             rows.append({**_store_source(folder, arr, pcm, src["piece"], src["render_s"]),
-                         "split": "train", "from_group": int(from_group)})
+                         "split": "train", "from_group": int(from_group), "added_as": "arrangement"})
     finally:
         if pool:
             pool.shutdown()
@@ -614,16 +636,16 @@ def _grown_copies(before: dict | None, spec: dict, kept: str) -> dict:
 def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: float | None = None,
                  level_copies: int | None = None, level_copies_to: int | None = None,
                  edge_copies: int | None = None, edge_copies_to: int | None = None,
-                 arranged_sources: list[dict] | None = None) -> dict:
+                 added_sources: list[dict] | None = None) -> dict:
     """``recipe`` grown without changing any item it already defines.
 
     ``n_groups``: more groups (never fewer). ``denoiser_share``: denoiser aids for the new groups only (a
     recipe that has them keeps them). ``level_copies``: copies of the training items of groups
     0..``level_copies_to`` - 1 (default: every group); an existing entry may only gain copies or groups.
     ``edge_copies``: copies at levels just outside the SPL range (:func:`edge_copy_rows`) of the training
-    items of groups 0..``edge_copies_to`` - 1; the same rule. ``arranged_sources``: rows of
-    :func:`render_arrangements`; every new group is then a training group drawn from them only (recipe key
-    ``arrangements``), so the evaluation splits stay exactly as they were.
+    items of groups 0..``edge_copies_to`` - 1; the same rule. ``added_sources``: rows of
+    :func:`render_arrangements` and :func:`render_new_pieces`; every new group is then a training group drawn
+    from them only (recipe key ``added_sources``), so the evaluation splits stay exactly as they were.
     """
     out = json.loads(json.dumps(recipe))
     old_groups = recipe["n_groups"]
@@ -638,12 +660,14 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
             raise BenchError("denoiser aids go to new groups only: give --groups more than "
                              f"{old_groups}")
         out["denoiser_aids"] = denoiser_spec(denoiser_share, from_group=old_groups)
-    if arranged_sources:
-        check_arrangements(recipe, out["n_groups"])
-        if any(src.get("from_group") != old_groups or src.get("split") != "train" for src in arranged_sources):
-            raise BenchError(f"arranged sources must be training sources for groups from {old_groups}")
-        out["sources"] = out["sources"] + json.loads(json.dumps(arranged_sources))
-        out["arrangements"] = {"from_group": old_groups, "n_sources": len(arranged_sources)}
+    if added_sources:
+        check_added(recipe, out["n_groups"])
+        if any(src.get("from_group") != old_groups or src.get("split") != "train" for src in added_sources):
+            raise BenchError(f"added sources must be training sources for groups from {old_groups}")
+        out["sources"] = out["sources"] + json.loads(json.dumps(added_sources))
+        kinds = [src.get("added_as") for src in added_sources]
+        out["added_sources"] = {"from_group": old_groups, "n_sources": len(added_sources),
+                                "n_arrangements": kinds.count("arrangement"), "n_pieces": kinds.count("piece")}
     if level_copies is not None:
         spec = level_copies_spec(level_copies, 0, out["n_groups"] if level_copies_to is None else level_copies_to)
         out["level_copies"] = _grown_copies(recipe.get("level_copies"), spec, "min_step_db")
@@ -653,19 +677,42 @@ def grown_recipe(recipe: dict, *, n_groups: int | None = None, denoiser_share: f
     return out
 
 
-def check_arrangements(recipe: dict, n_groups: int | None) -> None:
-    """Refuse new arrangements for ``recipe`` grown to ``n_groups``: they go to new groups only, once."""
-    if "arrangements" in recipe:
-        raise BenchError("the recipe already has new arrangements; grow it from the folder before them")
+def check_added(recipe: dict, n_groups: int | None) -> None:
+    """Refuse added sources for ``recipe`` grown to ``n_groups``: they go to new groups only, once."""
+    if added_sources(recipe):
+        raise BenchError("the recipe already has added sources; grow it from the folder before them")
     if (n_groups or 0) <= recipe["n_groups"]:
-        raise BenchError(f"new arrangements go to new groups only: give --groups more than {recipe['n_groups']}")
+        raise BenchError("new arrangements and pieces go to new groups only: give --groups more than "
+                         f"{recipe['n_groups']}")
 
 
-def grow(source: Path, out: Path, *, arrangements: int = 0, workers: int = 1, progress=None, **changes) -> dict:
+#: Arrangement indices of pieces added by grow start after this (beyond every first render and copy).
+NEW_PIECE_INDEX = 10**12
+
+
+def render_new_pieces(folder: Path, recipe: dict, n_pieces: int, from_group: int, *, workers: int = 1,
+                      progress=None) -> list[dict]:
+    """``n_pieces`` music21 scores that ``recipe`` has in no split, rendered into ``folder/sources`` as training
+    sources for groups from ``from_group`` on (:func:`render_sources`; same composers' quotas, seed and
+    excerpt length as the recipe's first sources)."""
+    taken = {src["piece"].rsplit(".", 1)[0] for src in recipe["sources"]}
+    source_s = recipe["sources"][0]["render_s"]
+    rows = render_sources(folder, n_pieces=n_pieces, seed=recipe["seed"], source_s=source_s, progress=progress,
+                          workers=workers, exclude=taken, first_index=NEW_PIECE_INDEX)
+    if not rows:
+        raise BenchError("no new piece rendered: the music21 corpus has no other usable score")
+    if len(rows) < n_pieces:
+        logger.warning("rendered %d new pieces of the %d asked for: the corpus has no more", len(rows), n_pieces)
+    return [{**row, "split": "train", "from_group": int(from_group), "added_as": "piece"} for row in rows]
+
+
+def grow(source: Path, out: Path, *, arrangements: int = 0, pieces: int = 0, workers: int = 1, progress=None,
+         **changes) -> dict:
     """A new data set folder ``out``: ``source``'s sources, labels and cached inputs, and its recipe grown
     by :func:`grown_recipe`. Checks that every item of ``source`` is defined the same in the new recipe;
     ``make-data --out out`` then labels only the new items. ``arrangements``: that many new arrangements of
-    every training source (:func:`render_arrangements`, ``workers`` processes) for the new groups. Returns
+    every training source (:func:`render_arrangements`); ``pieces``: that many scores new to the recipe
+    (:func:`render_new_pieces`); both rendered with ``workers`` processes for the new groups only. Returns
     the new recipe."""
     import shutil
 
@@ -674,14 +721,19 @@ def grow(source: Path, out: Path, *, arrangements: int = 0, workers: int = 1, pr
     if out.exists() and any(out.iterdir()):
         raise BenchError(f"{out} exists and is not empty; give a new folder")
     grown_recipe(recipe, **changes)   # refuses bad changes before anything is rendered
-    if arrangements:
-        check_arrangements(recipe, changes.get("n_groups"))
+    if arrangements or pieces:
+        check_added(recipe, changes.get("n_groups"))
     out.mkdir(parents=True, exist_ok=True)
     try:
         shutil.copytree(source / "sources", out / "sources")
-        arranged = (render_arrangements(out, recipe, arrangements, recipe["n_groups"], workers=workers,
-                                        progress=progress) if arrangements else None)
-        new = grown_recipe(recipe, arranged_sources=arranged, **changes)
+        added = []
+        if arrangements:
+            added += render_arrangements(out, recipe, arrangements, recipe["n_groups"], workers=workers,
+                                         progress=progress)
+        if pieces:
+            added += render_new_pieces(out, recipe, pieces, recipe["n_groups"], workers=workers,
+                                       progress=progress)
+        new = grown_recipe(recipe, added_sources=added, **changes)
         pool_old, pool_new = pools(recipe), pools(new)
         for g in range(recipe["n_groups"]):
             old_rows = group_items(recipe, g, pool_old)

@@ -46,7 +46,7 @@ STUDENT_ARGS = {
 class DistillConfig:
     """Distillation settings (all recorded in the student's sidecar)."""
 
-    teacher: str = "default"
+    teacher: str = "teacher"
     student_args: dict = field(default_factory=lambda: copy.deepcopy(STUDENT_ARGS))
     alpha: float = 0.3
     frame_weight: float = 1.0
@@ -340,7 +340,7 @@ def model_flops(model, seconds: float = 10.0) -> dict:
 def teacher_path(teacher: str | Path | None) -> Path:
     from haaqinet.predict import resolve_checkpoint
 
-    return resolve_checkpoint(teacher or "default")
+    return resolve_checkpoint(teacher or "teacher")
 
 
 def distill(data_folder: Path, out_path: Path, cfg: DistillConfig, *, log=logger.info, eval_splits=None,

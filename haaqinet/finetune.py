@@ -49,7 +49,7 @@ DEFAULT_LR, CALIBRATE_LR = 5e-4, 0.02
 class FinetuneConfig:
     """Fine-tuning settings (all recorded in the sidecar)."""
 
-    checkpoint: str = "default"
+    checkpoint: str = "teacher"
     scale: str | None = None
     held_out: float = 0.2
     val: float = 0.15

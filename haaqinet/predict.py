@@ -28,14 +28,16 @@ import numpy as np
 
 from benchmark.errors import AudioError, BenchError
 
-#: The shipped default checkpoint (the teacher of the distilled student).
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
+#: The shipped teacher: one network, the one the student is distilled from (docs/haaqinet-model.md).
+TEACHER_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 #: The shipped distilled student (docs/haaqinet-distill.md).
-STUDENT_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
+STUDENT_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
 #: The shipped ensemble: the mean of the teacher and three other networks (``haaqinet/ensemble.py``).
-ENSEMBLE_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("haaqinet-auditory-ensemble.pt")
+ENSEMBLE_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-ensemble.pt")
+#: The checkpoint used where none is named: the most accurate shipped one.
+DEFAULT_CHECKPOINT = ENSEMBLE_CHECKPOINT
 #: Names accepted wherever a checkpoint path is (``--checkpoint student``, ``--haaqinet-checkpoint student``).
-CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": DEFAULT_CHECKPOINT, "student": STUDENT_CHECKPOINT,
+CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": TEACHER_CHECKPOINT, "student": STUDENT_CHECKPOINT,
                     "ensemble": ENSEMBLE_CHECKPOINT}
 MODEL_RATE_HZ = 16000
 #: Lowest accepted input sample rate in Hz (below it the 16-kHz model would see an empty upper band).
@@ -46,9 +48,9 @@ SILENCE_RMS = 1e-5
 def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
     """The file of a checkpoint given by path or by name.
 
-    ``None``, ``"default"`` and ``"teacher"`` are the shipped ``haaqinet-auditory.pt``; ``"student"`` is
-    the distilled ``haaqinet-auditory-student.pt``; ``"ensemble"`` is ``haaqinet-auditory-ensemble.pt``. An
-    existing file always wins over a name.
+    ``None``, ``"default"`` and ``"ensemble"`` are the shipped ``haaqinet-auditory-ensemble.pt``;
+    ``"teacher"`` is the single network ``haaqinet-auditory.pt``; ``"student"`` is the distilled
+    ``haaqinet-auditory-student.pt``. An existing file always wins over a name.
     """
     if checkpoint is None:
         return DEFAULT_CHECKPOINT
@@ -115,7 +117,7 @@ class Predictor:
 
     Args:
         checkpoint: a checkpoint path, or a name of :data:`CHECKPOINT_NAMES` (``"student"``; default: the
-            shipped ``haaqinet-auditory.pt``).
+            shipped ensemble ``haaqinet-auditory-ensemble.pt``).
         device: torch device string.
         batch_size: clips per forward pass.
         frontend_path: where an external encoder (beats/hf) now lives, if it moved.

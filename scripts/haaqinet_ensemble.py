@@ -4,7 +4,7 @@ Scores every checkpoint on the held-out splits of a data set (``haaqinet.evaluat
 SPL study (``haaqinet.spl_study``: groups relabelled at 45-85 dB SPL; labels cached by the study), then the
 plain mean of their predictions:
 
-    python scripts/haaqinet_ensemble.py --data data/haaqinet-v6 --checkpoint default \\
+    python scripts/haaqinet_ensemble.py --data data/haaqinet-v6 --checkpoint teacher \\
         --checkpoint other.pt --checkpoint third.pt --study-groups 50
 
 Prints LCC / SRCC / MSE per split and the study's worst level, gap and pooled LCC, per model and for the mean.

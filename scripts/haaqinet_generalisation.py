@@ -5,7 +5,7 @@ Relabels validation groups of a data set four ways and scores the checkpoint on 
 source instead of the validation one, at a seeded offset) and ``both``. The conditions, levels, noise and
 HAAQI seeds stay those of the group, so the four rows differ only in what the model has heard in training.
 
-    python scripts/haaqinet_generalisation.py --data data/haaqinet-v6 --groups 150 --checkpoint default
+    python scripts/haaqinet_generalisation.py --data data/haaqinet-v6 --groups 150 --checkpoint teacher
 
 About 50 s per variant for 150 groups (600 items) with 2 processes. Prints one line per variant and writes
 them as JSON with ``--out``.
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--groups", type=int, default=150, help="validation groups (seeded choice)")
-    ap.add_argument("--checkpoint", default="default")
+    ap.add_argument("--checkpoint", default="teacher")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

@@ -51,7 +51,7 @@ def alternate(fns: dict, repeats: int, warmup: int = 3) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", default="default", help="teacher checkpoint (path or name)")
+    parser.add_argument("--teacher", default="teacher", help="teacher checkpoint (path or name)")
     parser.add_argument("--student", default="student", help="student checkpoint (path or name)")
     parser.add_argument("--length", type=float, default=10.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=30)

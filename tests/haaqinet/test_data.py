@@ -271,7 +271,7 @@ def test_grow_keeps_every_labelled_item_and_refuses_changes(tmp_path):
     assert res.exit_code == 2 and "not empty" in res.output
 
 
-def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_path):
+def test_new_arrangements_and_new_pieces_feed_only_new_training_groups(tmp_path):
     import zlib
 
     folder = tmp_path / "m21"
@@ -282,36 +282,47 @@ def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_pa
     data.make_data(folder, workers=1)
     before = data.read_journal(folder)
     out = tmp_path / "arranged"
-    res = _grow_cli(folder, out, "--groups", "5", "--arrangements", "2", "--workers", "2")
+    res = _grow_cli(folder, out, "--groups", "5", "--arrangements", "2", "--pieces", "2", "--workers", "2")
     assert res.exit_code == 0, res.output
     grown = data.read_recipe(out)
     train = {s["source_id"]: s for s in recipe["sources"] if s["split"] == "train"}
-    arranged = [s for s in grown["sources"] if "from_group" in s]
-    assert grown["sources"][:3] == recipe["sources"] and 1 <= len(arranged) <= 2 * len(train)
-    assert grown["arrangements"] == {"from_group": 2, "n_sources": len(arranged)}
+    added = [s for s in grown["sources"] if "from_group" in s]
+    arranged = [s for s in added if s["added_as"] == "arrangement"]
+    pieces = [s for s in added if s["added_as"] == "piece"]
+    assert grown["sources"][:3] == recipe["sources"] and 1 <= len(arranged) <= 2 * len(train) and len(pieces) == 2
+    assert grown["added_sources"] == {"from_group": 2, "n_sources": len(added), "n_arrangements": len(arranged),
+                                      "n_pieces": 2}
     for s in arranged:
         original = train[s["source_id"].rsplit("-a", 1)[0]]
-        assert s["split"] == "train" and s["from_group"] == 2 and s["piece"] == original["piece"]
+        assert s["piece"] == original["piece"]
         assert s["arrangement"] != original["arrangement"]              # another ensemble, tempo or passage
+    stems = {s["piece"].rsplit(".", 1)[0] for s in recipe["sources"]}   # of every split
+    assert not {s["piece"].rsplit(".", 1)[0] for s in pieces} & stems   # scores the recipe never had
+    for s in added:
+        assert s["split"] == "train" and s["from_group"] == 2
         pcm = np.load(out / "sources" / f"{s['source_id']}.npy")
         assert zlib.crc32(pcm.tobytes()) == s["crc32"]
-    # the old groups are unchanged; every new group is a training group on the new arrangements only
+    # the old groups are unchanged; every new group is a training group on the added sources only
     pool = data.pools(grown)
     assert [data.group_items(grown, g, pool) for g in range(2)] == [data.group_items(recipe, g) for g in range(2)]
     new_rows = [r for g in range(2, 5) for r in data.group_items(grown, g, pool)]
     assert {r["split"] for r in new_rows} == {"train"}
-    assert {r["source_id"] for r in new_rows} <= {s["source_id"] for s in arranged}
+    assert {r["source_id"] for r in new_rows} <= {s["source_id"] for s in added}
     summary = data.make_data(out, workers=1)
     journal = data.read_journal(out)
     assert journal[:len(before)] == before and summary["ok"] == len(journal) == len(before) + len(new_rows)
-    # an arrangement's audio is rebuilt from the recipe alone, bit for bit
-    (out / "sources" / f"{arranged[0]['source_id']}.npy").unlink()
-    assert data.rerender_missing(out, grown) == 1
-    assert zlib.crc32(np.load(out / "sources" / f"{arranged[0]['source_id']}.npy").tobytes()) == arranged[0]["crc32"]
+    # an added source's audio is rebuilt from the recipe alone, bit for bit
+    for s in (arranged[0], pieces[0]):
+        (out / "sources" / f"{s['source_id']}.npy").unlink()
+    assert data.rerender_missing(out, grown) == 2
+    for s in (arranged[0], pieces[0]):
+        assert zlib.crc32(np.load(out / "sources" / f"{s['source_id']}.npy").tobytes()) == s["crc32"]
     # refusals leave nothing behind
     for src, args, message in ((folder, ["--arrangements", "1"], "new groups only"),
-                               (out, ["--groups", "6", "--arrangements", "1"], "already has new arrangements"),
-                               (folder, ["--arrangements", "-1"], "0 or more")):
+                               (folder, ["--pieces", "1"], "new groups only"),
+                               (out, ["--groups", "6", "--pieces", "1"], "already has added sources"),
+                               (folder, ["--arrangements", "-1"], "0 or more"),
+                               (folder, ["--pieces", "-1"], "0 or more")):
         res = _grow_cli(src, tmp_path / "x", *args)
         assert res.exit_code == 2 and message in res.output, res.output
         assert not (tmp_path / "x").exists()
@@ -319,3 +330,28 @@ def test_new_arrangements_of_training_music_feed_only_new_training_groups(tmp_pa
     with pytest.raises(BenchError, match="no rendered training sources"):
         data.grow(toy, tmp_path / "z", n_groups=4, arrangements=1)
     assert not (tmp_path / "z").exists()
+
+
+def test_render_sources_fills_up_from_other_composers_when_one_runs_out(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    paths = {"bach": ["bach/a.mxl", "bach/b.mxl"], "palestrina": [f"palestrina/p{i}.krn" for i in range(9)]}
+    seen = {}
+
+    def candidates(seed, exclude):
+        seen["exclude"] = exclude
+        return {top: [p for p in ps if p.rsplit(".", 1)[0] not in exclude] for top, ps in paths.items()}
+
+    def render(job):
+        rel, index, _, _ = job
+        arr = SimpleNamespace(clip_id=rel.replace("/", "-"), instrumentation="piano", as_dict=lambda: {"i": index})
+        return arr, np.zeros(48000, np.int16)
+
+    monkeypatch.setattr(data, "_candidate_paths", candidates)
+    monkeypatch.setattr(data, "_render_source", render)
+    monkeypatch.setattr(data, "SOURCE_QUOTAS", {"bach": 1, "palestrina": 1})
+    rows = data.render_sources(tmp_path, n_pieces=6, exclude={"palestrina/p0"}, first_index=100)
+    # the quotas ask for 3 + 3; bach has 2, so a second pass takes a fourth palestrina piece
+    assert [r["piece"] for r in rows] == ["bach/a.mxl", "bach/b.mxl", "palestrina/p1.krn", "palestrina/p2.krn",
+                                          "palestrina/p3.krn", "palestrina/p4.krn"]
+    assert "palestrina/p0" in seen["exclude"] and rows[0]["arrangement"] == {"i": 101}

@@ -72,10 +72,12 @@ def test_flops_count_the_lstm_and_the_fft():
 
 
 def test_checkpoint_names_resolve(tmp_path, monkeypatch):
-    from haaqinet.predict import DEFAULT_CHECKPOINT, STUDENT_CHECKPOINT, resolve_checkpoint
+    from haaqinet.predict import (DEFAULT_CHECKPOINT, ENSEMBLE_CHECKPOINT, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT,
+                                  resolve_checkpoint)
 
     assert resolve_checkpoint(None) == DEFAULT_CHECKPOINT == resolve_checkpoint("default")
-    assert resolve_checkpoint("teacher") == DEFAULT_CHECKPOINT
+    assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT == DEFAULT_CHECKPOINT
+    assert resolve_checkpoint("teacher") == TEACHER_CHECKPOINT
     assert resolve_checkpoint("student") == STUDENT_CHECKPOINT
     assert resolve_checkpoint(tmp_path / "student") == tmp_path / "student"  # a path stays a path
     monkeypatch.chdir(tmp_path)
@@ -125,7 +127,7 @@ def test_distill_errors(toy_teacher, tmp_path):
 
 
 def test_the_shipped_student():
-    from haaqinet.predict import DEFAULT_CHECKPOINT, STUDENT_CHECKPOINT, Predictor
+    from haaqinet.predict import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT, Predictor
 
     if not STUDENT_CHECKPOINT.is_file():
         pytest.skip("no shipped student in this checkout")
@@ -136,8 +138,8 @@ def test_the_shipped_student():
     assert m["size"]["parameter_reduction"] >= 0.75
     student = Predictor("student")
     assert student.checkpoint == STUDENT_CHECKPOINT
-    if DEFAULT_CHECKPOINT.is_file():
-        teacher = Predictor("default").model
+    if TEACHER_CHECKPOINT.is_file():
+        teacher = Predictor("teacher").model
         assert count_parameters(student.model) <= 0.25 * count_parameters(teacher)
     score = student.predict_signals([0.05 * torch.randn(32000).numpy()], ["N3"], [65.0])
     assert 0 < score[0] < 1
