@@ -208,8 +208,8 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student / ensemble "
-                                              "[default: the shipped one]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
+                                              "student [default: the ensemble]."),
     split: List[str] = typer.Option([], help="Splits to evaluate [default: test, unseen-conditions, val, train]."),
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
@@ -240,8 +240,8 @@ def predict(
     spl: float = typer.Option(65.0, help="RMS presentation level of each file in dB SPL."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default / student / ensemble "
-                                              "[default: the shipped one]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
+                                              "student [default: the ensemble]."),
     device: str = typer.Option("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, ear, haaqinet}."),
 ) -> None:
@@ -273,7 +273,7 @@ def predict(
 
 @app.command()
 def ensemble(
-    checkpoint: list[str] = typer.Option(..., help="Two or more networks (paths, or default / student)."),
+    checkpoint: list[str] = typer.Option(..., help="Two or more networks (paths, or teacher / student)."),
     out: Path = typer.Option(..., help="The ensemble checkpoint to write (with its .json sidecar)."),
     data: Optional[Path] = typer.Option(None, help="Evaluate it on this data set's held-out splits."),
     workers: int = typer.Option(1, help="Processes regenerating the data set's inputs."),
@@ -375,7 +375,8 @@ def finetune(
                                  "(docs/haaqinet-finetune.md)."),
     scale: Optional[str] = typer.Option(None, help="Score scale: mos (1-5) or mushra (0-100) [default: the "
                                         "CSV's scale column]."),
-    checkpoint: str = typer.Option("teacher", help="Checkpoint to start from: a path, teacher or student (one network)."),
+    checkpoint: str = typer.Option("teacher", help="Checkpoint to start from: a path, teacher or student "
+                                   "(one network)."),
     out: Path = typer.Option(Path("haaqinet-finetuned.pt"), help="Fine-tuned checkpoint (+ .json sidecar)."),
     held_out: float = typer.Option(0.2, help="Share of audio files held out for the report."),
     val: float = typer.Option(0.15, help="Share of the remaining files for early stopping."),
@@ -417,7 +418,7 @@ def finetune(
 def spl_study(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
     checkpoint: List[str] = typer.Option([], help="Checkpoint(s) to evaluate, path or name, repeatable "
-                                         "[default: default]."),
+                                         "[default: default, the ensemble]."),
     n_groups: int = typer.Option(25, help="Groups (of 4 items each) to relabel at every level."),
     split: str = typer.Option("test", help="Split the groups come from: test (published figures) or val "
                               "(for choosing between models without looking at the test split)."),
