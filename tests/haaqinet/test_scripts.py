@@ -37,3 +37,21 @@ def test_ensemble_script_mean_of_one_model_twice_is_that_model(toy_teacher, tmp_
     for split, models in res["splits"].items():
         assert models["mean"]["mse"] == pytest.approx(models[ckpt.name]["mse"], abs=1e-12), split
     assert res["study"]["mean"]["pooled_lcc"] == pytest.approx(res["study"][ckpt.name]["pooled_lcc"], abs=1e-9)
+
+
+def test_ensemble_script_subsets_are_scored_on_validation_only(toy_teacher, tmp_path, monkeypatch):
+    import shutil
+
+    folder, ckpt = toy_teacher
+    copies = [shutil.copy(ckpt, tmp_path / f"copy{i}.pt") for i in (2, 3)]
+    out = tmp_path / "ens.json"
+    _run(monkeypatch, "haaqinet_ensemble.py", "--data", str(folder), "--checkpoint", str(ckpt), "--checkpoint",
+         str(copies[0]), "--checkpoint", str(copies[1]), "--subsets", "--study-groups", "1", "--workers", "1",
+         "--out", str(out))
+    res = json.loads(out.read_text())
+    assert list(res["subsets"]) == ["1+2", "1+3", "2+3", "1+2+3"]
+    one = res["splits"]["val"][ckpt.name]
+    for label, scores in res["subsets"].items():
+        assert list(scores) == ["val"] and scores["val"]["mse"] == pytest.approx(one["mse"], abs=1e-12), label
+        assert res["study"][f"mean of {label}"]["pooled_lcc"] == pytest.approx(
+            res["study"][ckpt.name]["pooled_lcc"], abs=1e-9)
