@@ -124,7 +124,7 @@ def grow(
     except BenchError as exc:
         _fail(exc)
     added = recipe.get("added_sources")
-    if added:
+    if arrangements or pieces:
         typer.echo(f"rendered {added['n_arrangements']} new arrangements of training pieces and "
                    f"{added['n_pieces']} new training pieces for groups {added['from_group']}.."
                    f"{recipe['n_groups'] - 1}")

@@ -283,7 +283,7 @@ def test_new_arrangements_and_new_pieces_feed_only_new_training_groups(tmp_path)
     before = data.read_journal(folder)
     out = tmp_path / "arranged"
     res = _grow_cli(folder, out, "--groups", "5", "--arrangements", "2", "--pieces", "2", "--workers", "2")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "and 2 new training pieces for groups 2..4" in res.output, res.output
     grown = data.read_recipe(out)
     train = {s["source_id"]: s for s in recipe["sources"] if s["split"] == "train"}
     added = [s for s in grown["sources"] if "from_group" in s]
