@@ -234,28 +234,18 @@ def test_student_checkpoint_by_name(tmp_path, audio_folder):
     assert table["haaqinet"].between(0, 1).all()
 
 
-def test_resume_refuses_another_haaqi_version(tmp_path, audio_folder):
+@pytest.mark.parametrize("column, value, scorer_args, hint", [
+    ("haaqi_backend_version", "older-version", ["--no-haaqinet"], "start a new run"),
+    ("haaqinet_checkpoint", "older.pt@0123456789ab", ["--haaqinet-checkpoint", "student"], "bench rescore"),
+])
+def test_resume_refuses_rows_scored_by_another_scorer(tmp_path, audio_folder, column, value, scorer_args, hint):
     args = ["run", "--processor", "nalr", "--corpus", str(audio_folder), "--limit", "1", "--excerpt-s", "1",
-            "--workers", "0", "--audiograms", "N2", "--no-haaqinet", "--results", str(tmp_path / "r"), "--run-id", "v"]
+            "--workers", "0", "--audiograms", "N2", *scorer_args, "--results", str(tmp_path / "r"), "--run-id", "v"]
     assert _run(*args).exit_code == 0
     journal = tmp_path / "r" / "v" / "journal.jsonl"
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
-    rows = [{**r, "haaqi_backend_version": "older-version"} for r in rows[:-1]]  # one trial left to run
+    rows = [{**r, column: value} for r in rows[:-1]]  # one trial left to run
     journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 2 and "older-version" in res.output
-    assert len(journal.read_text().splitlines()) == len(rows)  # nothing written
-
-
-def test_resume_refuses_another_haaqinet_checkpoint(tmp_path, audio_folder):
-    args = ["run", "--processor", "nalr", "--corpus", str(audio_folder), "--limit", "1", "--excerpt-s", "1",
-            "--workers", "0", "--audiograms", "N2", "--haaqinet-checkpoint", "student",
-            "--results", str(tmp_path / "r"), "--run-id", "c"]
-    assert _run(*args).exit_code == 0
-    journal = tmp_path / "r" / "c" / "journal.jsonl"
-    rows = [json.loads(line) for line in journal.read_text().splitlines()]
-    rows = [{**r, "haaqinet_checkpoint": "older.pt@0123456789ab"} for r in rows[:-1]]  # one trial left to run
-    journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 2 and "older.pt@0123456789ab" in res.output and "bench rescore" in res.output
+    assert res.exit_code == 2 and value in res.output and hint in res.output, res.output
     assert len(journal.read_text().splitlines()) == len(rows)  # nothing written
