@@ -211,7 +211,7 @@ def _checkpoint_provenance(checkpoint: str | None) -> str:
 
     from haaqinet.predict import resolve_checkpoint
 
-    path = resolve_checkpoint(checkpoint)  # a path, or a name: default, teacher, student
+    path = resolve_checkpoint(checkpoint)  # a path, or a name: default, teacher, student, ensemble
     if not path.is_file():
         from benchmark.errors import BenchError
 

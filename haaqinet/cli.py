@@ -123,8 +123,8 @@ def grow(
                                progress=lambda done, total, _: bar(done, total))
     except BenchError as exc:
         _fail(exc)
-    added = recipe.get("added_sources")
     if arrangements or pieces:
+        added = recipe["added_sources"]
         typer.echo(f"rendered {added['n_arrangements']} new arrangements of training pieces and "
                    f"{added['n_pieces']} new training pieces for groups {added['from_group']}.."
                    f"{recipe['n_groups'] - 1}")

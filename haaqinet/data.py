@@ -342,8 +342,7 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
         sources, audiograms = pool[split]
     rng = np.random.default_rng([seed, group, 19])
     src = recipe_source(recipe, sources[int(rng.integers(len(sources)))])
-    max_offset = max(0.0, src["duration_s"] - recipe["item_s"])
-    offset_s = round(float(rng.integers(0, int(max_offset / 0.25) + 1)) * 0.25, 2)
+    offset_s = draw_offset_s(rng, src, recipe["item_s"])
     aud_name, levels = audiograms[int(rng.integers(len(audiograms)))]
     lo, hi = recipe["spl_range_db"]
     spl_db = float(rng.integers(lo, hi + 1))
@@ -365,6 +364,12 @@ def group_items(recipe: dict, group: int, pool: dict | None = None) -> list[dict
             "seed_haaqi": seed_haaqi, "seed_noise": [seed, group, k, 29],
         })
     return rows + level_copy_rows(recipe, group, rows) + edge_copy_rows(recipe, group, rows)
+
+
+def draw_offset_s(rng: np.random.Generator, src: dict, item_s: float) -> float:
+    """A seeded start (s) of an ``item_s``-second excerpt of source ``src``, on a 0.25-s grid."""
+    max_offset = max(0.0, src["duration_s"] - item_s)
+    return round(float(rng.integers(0, int(max_offset / 0.25) + 1)) * 0.25, 2)
 
 
 def added_sources(recipe: dict) -> dict | None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmark.errors import AudioError, BenchError
 
-#: The shipped teacher: one network, the one the student is distilled from (docs/haaqinet-model.md).
+#: The shipped teacher: one network, the one the student is distilled from (docs/haaqinet.md).
 TEACHER_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 #: The shipped distilled student (docs/haaqinet-distill.md).
 STUDENT_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-student.pt")

@@ -19,10 +19,9 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-
 from haaqinet import data
 from haaqinet.checkpoint import load_checkpoint
+from haaqinet.evaluate import agreement
 from haaqinet.predict import predict_arrays, resolve_checkpoint
 
 VARIANTS = ("none", "ear", "piece", "both")
@@ -37,8 +36,7 @@ def swapped(recipe: dict, pool: dict, rows: list[dict], variant: str, rng: np.ra
             r["audiogram"], r["audiogram_db_hl"] = name, [float(v) for v in levels]
     if variant in ("piece", "both"):
         src = data.recipe_source(recipe, pool["train"][0][int(rng.integers(len(pool["train"][0])))])
-        offset_s = round(float(rng.integers(0, int(max(0.0, src["duration_s"] - recipe["item_s"]) / 0.25) + 1))
-                         * 0.25, 2)
+        offset_s = data.draw_offset_s(rng, src, recipe["item_s"])
         for r in rows:
             r["source_id"], r["piece"], r["offset_s"] = src["source_id"], src["piece"], offset_s
     return rows
@@ -83,8 +81,7 @@ def main() -> None:
         y = np.array([i[0] for i in items])
         pred = predict_arrays(model, wav, np.array([i[2] for i in items], np.float32),
                               np.array([i[1] for i in items], np.float32))
-        results[variant] = {"n": len(y), "lcc": float(pearsonr(pred, y)[0]), "srcc": float(spearmanr(pred, y)[0]),
-                            "mse": float(np.mean((pred - y) ** 2)), "seconds": round(time.perf_counter() - t0, 1)}
+        results[variant] = {**agreement(y, pred), "seconds": round(time.perf_counter() - t0, 1)}
         print(variant, json.dumps(results[variant]), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data),

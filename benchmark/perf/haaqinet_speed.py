@@ -56,7 +56,8 @@ def _median(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None,
-                        help="HAAQI-Net checkpoint: a path or a name (default, student, ensemble) [default: teacher]")
+                        help="HAAQI-Net checkpoint: a path or a name (default, teacher, student, ensemble) "
+                        "[default: default, the ensemble]")
     parser.add_argument("--length", type=float, default=10.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     from haaqinet.predict import Predictor, resolve_checkpoint
 
     torch.set_num_threads(args.threads)
-    path = str(resolve_checkpoint(args.checkpoint))   # a path, or a name: default, student, ensemble
+    path = str(resolve_checkpoint(args.checkpoint))   # a path, or a name: default, teacher, student, ensemble
     res = {"length_s": args.length, "threads": args.threads, "batch": args.batch, "checkpoint": path,
            "cpu_count": os.cpu_count()}
     out = subprocess.run([sys.executable, "-c", _LOAD.format(path=path, threads=args.threads)], check=True,
