@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -198,8 +199,6 @@ def _run_with_progress(config, results, run_id, executor, retry_errors):
 
 def _command_line() -> str | None:
     """The ``bench ...`` command as typed (recorded in run.json), or None when not run as ``bench``."""
-    import shlex
-
     return shlex.join(["bench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "bench" else None
 
 
@@ -232,9 +231,12 @@ def _report(summary) -> None:
 def _write_run_outputs(table, run_dir: Path):
     """A run's leaderboard.md and plots/ from its table; returns (leaderboard path, plot paths)."""
     from benchmark import leaderboard, plots
+    from benchmark.merge import made_by
+    from benchmark.store import RunStore
 
     board = run_dir / "leaderboard.md"
-    board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {run_dir.name}"))
+    run_command = "\n".join(made_by(run_dir, RunStore(run_dir).meta())) or None
+    board.write_text(leaderboard.render(table, title=f"HAAQI leaderboard: {run_dir.name}", run_command=run_command))
     return board, plots.plot_all(table, run_dir / "plots")
 
 
@@ -294,8 +296,9 @@ def leaderboard(
         groups = lb.check_by(split_list(by)) if by is not None else None  # before reading
         target = _output_for(run_dirs, out, "leaderboard.md")
         table, run_commands = load_runs(run_dirs)
-        command = (f"bench leaderboard {' '.join(map(str, run_dirs))}" + (f" --out {out}" if out else "")
-                   + (f" --by {by}" if by is not None else "") + (f" --against {against}" if against else ""))
+        command = shlex.join(["bench", "leaderboard", *map(str, run_dirs), *(["--out", str(out)] if out else []),
+                              *(["--title", title] if title else []), *(["--by", by] if by is not None else []),
+                              *(["--against", against] if against else [])])
         names = " + ".join(d.name for d in run_dirs)
         text = lb.render(table, title=title or f"HAAQI leaderboard: {names}",
                          command=command, by=groups, run_command="\n".join(run_commands) or None,

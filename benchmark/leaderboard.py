@@ -182,9 +182,9 @@ def render(table: pd.DataFrame, *, title: str = "HAAQI leaderboard", command: st
 
     lines = [f"# {title}", ""]
     lines += _provenance(table)
-    if command:
-        runs = [run_command] if run_command else []
-        lines += ["", "Regenerate with:", "", "```", *runs, command, "```"]
+    made = [c for c in (run_command, command) if c]
+    if made:
+        lines += ["", "Regenerate with:", "", "```", *made, "```"]
     over = ("clips, listeners, ears, SPLs and listening conditions (all pooled; see the "
             "sections per condition below)") if len(conditions) > 1 else "clips, listeners, ears and SPLs"
     lines += ["", "## Ranking by mean HAAQI", "",

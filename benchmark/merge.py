@@ -61,7 +61,7 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, list[str]]:
         raise BenchError("a run folder is given twice")
     tables = [load_table(d) for d in dirs]
     metas = [RunStore(d).meta() if (d / RUN_JSON).exists() else None for d in dirs]
-    commands = [m["command"] for m in metas if m and m.get("command")]
+    commands = [c for d, m in zip(dirs, metas) if m for c in made_by(d, m)]
     if len(dirs) == 1:
         return tables[0], commands
     names = [d.name for d in dirs]
@@ -72,6 +72,23 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, list[str]]:
     _check_columns(names, tables)
     _check_grid(names, tables)
     return _union(names, tables), commands
+
+
+def made_by(run_dir: Path, meta: dict) -> list[str]:
+    """The commands that made a run's table, from its run.json: ``bench run``, then each ``bench rescore``.
+
+    A re-prediction is shown as a shell comment (when, which checkpoint, git sha) and, where run.json
+    records the checkpoint as the user gave it, the command that repeats it.
+    """
+    out = [meta["command"]] if meta.get("command") else []
+    for entry in meta.get("rescored", []):
+        sha = (entry.get("git_sha") or "?")[:12]
+        out.append(f"# HAAQI-Net re-predicted at {entry.get('at', '?')} with {entry.get('haaqinet_checkpoint')} "
+                   f"(git {sha}); the earlier journal is {entry.get('journal_before', '?')}")
+        if entry.get("requested"):
+            where = "" if str(run_dir.parent) == "results" else f" --results {run_dir.parent}"
+            out.append(f"bench rescore {run_dir.name}{where} --haaqinet-checkpoint {entry['requested']}")
+    return out
 
 
 def _check_settings(names: list[str], configs: list[dict]) -> None:

@@ -91,10 +91,10 @@ def rescore_haaqinet(run_dir: Path, checkpoint: str, *, executor=None, workers: 
     missing = ok_keys - set(done)
     if missing:  # an executor that stopped early: keep the partial file, change nothing
         raise BenchError(f"{len(missing)} trials were not re-scored; run the rescore again to finish")
-    return _merge(store, meta, journal, done, checkpoint_id, side)
+    return _merge(store, meta, journal, done, checkpoint, checkpoint_id, side)
 
 
-def _merge(store: RunStore, meta: dict, journal: list[dict], done: dict, checkpoint_id: str,
+def _merge(store: RunStore, meta: dict, journal: list[dict], done: dict, checkpoint: str, checkpoint_id: str,
            side: Path) -> dict:
     """Write the new predictions into the journal (atomically, keeping the old one) and the table."""
     from benchmark.provenance import git_sha
@@ -120,7 +120,8 @@ def _merge(store: RunStore, meta: dict, journal: list[dict], done: dict, checkpo
     os.link(store.root / JOURNAL, store.root / backup)
     atomic_write_text(store.root / JOURNAL, "".join(json.dumps(r) + "\n" for r in rows))
     history = meta.get("rescored", []) + [{"haaqinet_checkpoint": checkpoint_id, "at": stamp,
-                                           "git_sha": git_sha(), "journal_before": backup}]
+                                           "requested": checkpoint, "git_sha": git_sha(),
+                                           "journal_before": backup}]
     meta = {**meta, "haaqinet_checkpoint": checkpoint_id, "rescored": history}
     atomic_write_text(store.root / RUN_JSON, json.dumps(meta, indent=2, sort_keys=True, default=str))
     store.write_table()

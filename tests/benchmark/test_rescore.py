@@ -48,6 +48,21 @@ def test_rescore_equals_a_run_with_that_checkpoint_and_keeps_haaqi(tmp_path, aud
     assert not list(run_dir.glob("rescore-*.jsonl"))
     board = (run_dir / "leaderboard.md").read_text()
     assert "## Agreement of HAAQI-Net with HAAQI" in board
+    # the board says how its table was made: the re-prediction and the command that repeats it
+    stamp = meta["rescored"][-1]["at"]
+    again = f"bench rescore r --results {tmp_path / 'results'} --haaqinet-checkpoint student"
+    for text in (board, _leaderboard(run_dir)):
+        block = text.split("```")[1]
+        assert block.index(f"# HAAQI-Net re-predicted at {stamp}") < block.index(again)
+    assert "--title 'Two words'" in _leaderboard(run_dir)
+
+
+def _leaderboard(run_dir):
+    out = run_dir / "board-again.md"
+    res = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--out", str(out), "--title", "Two words"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out.read_text()
 
 
 def test_rescore_refuses_changed_audio_and_leaves_failures_alone(tmp_path, audio_folder):
@@ -94,3 +109,22 @@ def test_config_round_trips_through_run_json(tmp_path, audio_folder):
     assert SweepConfig.from_dict(meta["config"]).config_hash == meta["config_hash"]
     with pytest.raises(BenchError, match="not a sweep configuration"):
         SweepConfig.from_dict({"processors": []})
+
+
+def test_made_by_lists_the_run_then_each_re_prediction():
+    from pathlib import Path
+
+    from benchmark.merge import made_by
+
+    meta = {"command": "bench run --processor nalr",
+            "rescored": [{"at": "T1", "haaqinet_checkpoint": "a.pt@1", "git_sha": "0123456789abcdef",
+                          "journal_before": "j1.jsonl"},
+                         {"at": "T2", "haaqinet_checkpoint": "b.pt@2", "git_sha": "fedcba9876543210",
+                          "journal_before": "j2.jsonl", "requested": "student"}]}
+    assert made_by(Path("results/x"), meta) == [
+        "bench run --processor nalr",
+        "# HAAQI-Net re-predicted at T1 with a.pt@1 (git 0123456789ab); the earlier journal is j1.jsonl",
+        "# HAAQI-Net re-predicted at T2 with b.pt@2 (git fedcba987654); the earlier journal is j2.jsonl",
+        "bench rescore x --haaqinet-checkpoint student"]
+    assert made_by(Path("elsewhere/x"), meta)[-1] == "bench rescore x --results elsewhere --haaqinet-checkpoint student"
+    assert made_by(Path("results/x"), {}) == []
