@@ -296,7 +296,8 @@ def ensemble(
 @app.command()
 def distill(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    teacher: str = typer.Option("teacher", help="Teacher checkpoint: a path, or teacher (the shipped single network)."),
+    teacher: str = typer.Option("teacher", help="Teacher checkpoint: a path, teacher (the shipped single network) or "
+                                 "default (the ensemble: the mean of its networks, no hint term)."),
     out: Path = typer.Option(Path("haaqinet-student.pt"), help="Student checkpoint to write (+ .json sidecar)."),
     student_arg: List[str] = typer.Option([], help="HAAQINet option of the student key=value (JSON values), "
                                           "repeatable; overrides haaqinet.distill.STUDENT_ARGS."),

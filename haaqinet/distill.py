@@ -184,7 +184,7 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
         teacher.eval().to(cfg.device)
         clip = np.zeros(len(df), np.float32)
         frames, hidden = None, None
-        capture = _Capture(teacher.adapter)
+        capture = _Capture(teacher.adapter) if _single(teacher) else None   # an ensemble has no one encoder
         try:
             with torch.inference_mode():
                 for i, x in chunks():
@@ -195,14 +195,18 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
                         c, f = teacher(torch.as_tensor(x[j:j + 128], device=cfg.device), a, s)
                         if frames is None:
                             frames = np.zeros((len(df), f.shape[1]), np.float32)
-                            hidden = np.zeros((len(df), f.shape[1], capture.value.shape[2]), np.float16)
+                            if capture is not None:
+                                hidden = np.zeros((len(df), f.shape[1], capture.value.shape[2]), np.float16)
                         clip[sl], frames[sl] = c.cpu().numpy(), f.cpu().numpy()
-                        hidden[sl] = capture.value.cpu().numpy()
+                        if capture is not None:
+                            hidden[sl] = capture.value.cpu().numpy()
                     log(f"teacher outputs ({name}): {min(i + cfg.chunk_items, len(df))}/{len(df)} "
                         f"({time.perf_counter() - t0:.0f} s)")
         finally:
-            capture.remove()
-        return {"t_clip": clip, "t_frames": frames, "t_hidden": hidden}
+            if capture is not None:
+                capture.remove()
+        out = {"t_clip": clip, "t_frames": frames}
+        return out if hidden is None else {**out, "t_hidden": hidden}
 
     def build_features():
         t0 = time.perf_counter()
@@ -307,15 +311,24 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
     return {"epochs": history, "best_val_mse": stopper.best, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _single(model) -> bool:
+    """Whether ``model`` is one network (an ensemble holds ``members``)."""
+    return not hasattr(model, "members")
+
+
 def model_flops(model, seconds: float = 10.0) -> dict:
     """FLOPs of one forward pass on a ``seconds`` clip at 16 kHz (batch 1).
 
     ``counted``: what :class:`torch.utils.flop_counter.FlopCounterMode` sees (matrix products and
     convolutions); ``lstm`` and ``fft``: added analytically, since the counter does not see them
     (LSTM: ``2 * 4 * h * (in + h)`` per step and direction; real FFT: ``2.5 * N * log2 N`` per frame).
-    Element-wise operations are not counted.
+    Element-wise operations are not counted. An ensemble's FLOPs are its members' summed.
     """
     import torch
+
+    if not _single(model):
+        parts = [model_flops(member, seconds) for member in model.members]
+        return {**{k: sum(p[k] for p in parts) for k in ("counted", "lstm", "fft", "total")}, "clip_s": seconds}
     from torch.utils.flop_counter import FlopCounterMode
 
     n = int(round(seconds * 16000))
@@ -366,10 +379,12 @@ def distill(data_folder: Path, out_path: Path, cfg: DistillConfig, *, log=logger
     t_start = time.perf_counter()
     data_folder = Path(data_folder)
     tpath = teacher_path(cfg.teacher)
-    from haaqinet.ensemble import require_network
-
-    teacher = require_network(load_checkpoint(tpath, map_location=cfg.device), "distillation", tpath)
+    teacher = load_checkpoint(tpath, map_location=cfg.device)
     tsha = file_sha256(tpath)
+    if not _single(teacher) and cfg.hint_weight:
+        log(f"{tpath.name} is an ensemble of {len(teacher.members)} networks: no one encoder output to hint "
+            f"from, so the hint term is off (hint_weight 0)")
+        cfg = dataclasses.replace(cfg, hint_weight=0.0)
     args = copy.deepcopy(cfg.student_args)
     torch.manual_seed(cfg.seed)
     try:
@@ -398,7 +413,7 @@ def distill(data_folder: Path, out_path: Path, cfg: DistillConfig, *, log=logger
     val = prepare_arrays(teacher, student, data_folder, val_df, name=f"val-{len(val_df)}", cfg=cfg,
                          teacher_sha=tsha, log=log)
     log(f"teacher outputs and student features ready in {time.perf_counter() - t0:.0f} s")
-    history = fit_student(student, teacher.frontend.dim, train, val, cfg, log=log)
+    history = fit_student(student, teacher.frontend.dim if _single(teacher) else None, train, val, cfg, log=log)
     del train, val
     student = student.cpu().eval()
     save_checkpoint(out_path, student, metrics={"history": history}, extra={"distillation": cfg.as_dict()})

@@ -117,6 +117,38 @@ def test_distill_end_to_end_on_toy_data(toy_teacher, tmp_path):
     assert 0 < scores[0] < 1
 
 
+def test_distill_from_an_ensemble_uses_its_mean_and_no_hint(toy_teacher, tmp_path):
+    import numpy as np
+
+    from haaqinet.ensemble import build
+
+    folder, teacher = toy_teacher
+    pair = tmp_path / "pair.pt"
+    build([teacher, teacher], pair, log=lambda *_: None)     # the mean of two copies: the teacher's own outputs
+    runs = {}
+    for name, path in (("single", teacher), ("pair", pair)):
+        out = tmp_path / f"student-{name}.pt"
+        res = CliRunner().invoke(app, ["distill", "--data", str(folder), "--teacher", str(path), "--out", str(out),
+                                       "--epochs", "1", "--batch-size", "8", *TINY_STUDENT])
+        assert res.exit_code == 0, res.output
+        runs[name] = (res.output, json.loads(out.with_name(out.name + ".json").read_text()))
+    output, side = runs["pair"]
+    assert "ensemble of 2 networks" in output and "hint term is off" in output
+    assert side["extra"]["distillation"]["hint_weight"] == 0.0
+    assert runs["single"][1]["extra"]["distillation"]["hint_weight"] == 0.1
+    single_flops = runs["single"][1]["metrics"]["size"]["teacher_flops_10s"]["total"]
+    assert side["metrics"]["size"]["teacher_flops_10s"]["total"] == 2 * single_flops
+    cache = folder / "cache" / "distill"
+    sha = {n: hashlib.sha256(p.read_bytes()).hexdigest()[:12] for n, p in (("single", teacher), ("pair", pair))}
+    for split in ("train", "val"):
+        single, = cache.glob(f"teacher-{sha['single']}-{split}-*.npz")
+        pair_file, = cache.glob(f"teacher-{sha['pair']}-{split}-*.npz")
+        with np.load(single) as a, np.load(pair_file) as b:
+            assert "t_hidden" in a.files and "t_hidden" not in b.files
+            for key in ("t_clip", "t_frames"):
+                assert np.array_equal(a[key], b[key]), key
+
+
 def test_distill_errors(toy_teacher, tmp_path):
     folder, _ = toy_teacher
     runner = CliRunner()
