@@ -88,14 +88,22 @@ def test_ensemble_command_writes_an_evaluated_checkpoint_that_predicts(toy_teach
 
 
 def test_the_shipped_ensemble_holds_the_shipped_teacher_and_records_its_members():
-    from haaqinet.predict import ENSEMBLE_CHECKPOINT, resolve_checkpoint
+    import hashlib
+
+    from haaqinet.predict import ENSEMBLE_CHECKPOINT, TEACHER_CHECKPOINT, resolve_checkpoint
 
     assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT
     ens = load_checkpoint(ENSEMBLE_CHECKPOINT)
-    teacher = load_checkpoint(resolve_checkpoint("teacher"))
+    teacher = load_checkpoint(resolve_checkpoint("teacher")).state_dict()
     assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 4
-    first = ens.members[0].state_dict()
-    assert all(torch.equal(first[k], v) for k, v in teacher.state_dict().items())
+
+    def same(member):
+        mine = member.state_dict()
+        return mine.keys() == teacher.keys() and all(torch.equal(mine[k], v) for k, v in teacher.items())
+
+    assert sum(same(m) for m in ens.members) == 1
     sidecar = json.loads(ENSEMBLE_CHECKPOINT.with_name(ENSEMBLE_CHECKPOINT.name + ".json").read_text())
-    assert [m["file"] for m in sidecar["extra"]["members"]][0] == "haaqinet-auditory.pt"
+    members = sidecar["extra"]["members"]
+    assert len(members) == 4 and len({m["sha256_12"] for m in members}) == 4
+    assert hashlib.sha256(TEACHER_CHECKPOINT.read_bytes()).hexdigest()[:12] in {m["sha256_12"] for m in members}
     assert sidecar["metrics"]["per_split"]["test"]["n"] == 2364

@@ -57,3 +57,19 @@ def test_cli_pack_and_unpack(toy_teacher, tmp_path):
     assert "32 labelled items, 0 sources rendered" in res.output
     res = runner.invoke(app, ["unpack", "no-such-set", "--out", str(tmp_path / "other")])
     assert res.exit_code != 0 and "not a packed label set" in res.output
+
+
+def test_every_shipped_network_was_trained_on_a_shipped_label_set():
+    """The labels a shipped checkpoint learned from are in the repository (haaqinet/datasets), recipe for recipe."""
+    import json
+
+    from haaqinet.packing import SHIPPED_DIR
+    from haaqinet.predict import ENSEMBLE_CHECKPOINT, TEACHER_CHECKPOINT
+    from haaqinet.train import recipe_hash
+
+    shipped = {recipe_hash(json.loads((d / "recipe.json").read_text())) for d in SHIPPED_DIR.iterdir() if d.is_dir()}
+    teacher = json.loads(TEACHER_CHECKPOINT.with_name(TEACHER_CHECKPOINT.name + ".json").read_text())
+    assert teacher["extra"]["data"]["recipe_sha256_16"] in shipped
+    ensemble = json.loads(ENSEMBLE_CHECKPOINT.with_name(ENSEMBLE_CHECKPOINT.name + ".json").read_text())
+    assert ensemble["extra"]["data"]["recipe_sha256_16"] in shipped     # the data set it was evaluated on
+    assert all(m["data_recipe_sha256_16"] in shipped for m in ensemble["extra"]["members"])
