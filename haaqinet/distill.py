@@ -312,8 +312,10 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
 
 
 def _single(model) -> bool:
-    """Whether ``model`` is one network (an ensemble holds ``members``)."""
-    return not hasattr(model, "members")
+    """Whether ``model`` is one network, not a mean of several (:class:`haaqinet.ensemble.MeanOf`)."""
+    from haaqinet.ensemble import MeanOf
+
+    return not isinstance(model, MeanOf)
 
 
 def model_flops(model, seconds: float = 10.0) -> dict:

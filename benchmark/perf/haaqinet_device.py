@@ -35,15 +35,14 @@ from benchmark.perf import save_json
 LEVELS_DB_SPL = (45.0, 55.0, 65.0, 75.0, 85.0)
 
 
-def _inputs(n_clips: int, length_s: float):
-    """(16-kHz signals, audiograms, levels) of ``n_clips`` seeded clips, through the predictor's own ear split."""
+def _inputs(splitter, n_clips: int, length_s: float):
+    """(16-kHz signals, audiograms, levels) of ``n_clips`` seeded clips, through ``splitter.ears`` (a Predictor's
+    resampling and level split, the same for every checkpoint)."""
     from benchmark.audiogram import builtin_audiograms
     from benchmark.perf import haaqi_speed as hs
-    from haaqinet.predict import Predictor
 
     builtins = builtin_audiograms()
     names = sorted(builtins)
-    splitter = Predictor("student")          # any checkpoint: ears() only resamples and calibrates
     signals, audiograms, levels = [], [], []
     for i in range(n_clips):
         spl = LEVELS_DB_SPL[i % len(LEVELS_DB_SPL)]
@@ -85,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"no CUDA device is visible to torch {torch.__version__}: nothing to compare")
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    inputs = _inputs(args.clips, args.length)
+    names = args.checkpoint or ["teacher", "student", "default"]
+    on_cpu = {name: Predictor(resolve_checkpoint(name), device="cpu", batch_size=args.batch) for name in names}
+    inputs = _inputs(on_cpu[names[0]], args.clips, args.length)
     res = {"device": args.device, "device_name": _device_name(args.device), "cpu_threads": threads,
            "torch": torch.__version__, "clips": args.clips, "length_s": args.length, "batch": args.batch,
            "checkpoints": {}}
@@ -93,11 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"batch {args.batch}; torch {torch.__version__}")
     print(f"{'checkpoint':<34}{'max |diff|':>12}{'mean |diff|':>13}{'CPU clips/s':>13}{'device clips/s':>16}"
           f"{'ratio':>8}")
-    for name in args.checkpoint or ["teacher", "student", "default"]:
+    for name in names:
         path = resolve_checkpoint(name)
-        on_cpu = Predictor(path, device="cpu", batch_size=args.batch)
         on_dev = Predictor(path, device=args.device, batch_size=args.batch)
-        cpu_scores, cpu_rate = _throughput(on_cpu, inputs, args.repeats)
+        cpu_scores, cpu_rate = _throughput(on_cpu[name], inputs, args.repeats)
         dev_scores, dev_rate = _throughput(on_dev, inputs, args.repeats)
         diff = np.abs(np.asarray(cpu_scores, float) - np.asarray(dev_scores, float))
         row = {"path": str(path), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
