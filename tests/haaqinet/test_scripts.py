@@ -55,3 +55,51 @@ def test_ensemble_script_subsets_are_scored_on_validation_only(toy_teacher, tmp_
         assert list(scores) == ["val"] and scores["val"]["mse"] == pytest.approx(one["mse"], abs=1e-12), label
         assert res["study"][f"mean of {label}"]["pooled_lcc"] == pytest.approx(
             res["study"][ckpt.name]["pooled_lcc"], abs=1e-9)
+
+
+def _oracle():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import haaqinet_oracle
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return haaqinet_oracle
+
+
+def test_oracle_reference_maps_are_those_of_clean_music_through_nalr(toy_teacher):
+    """The intrusive channels are the reference's maps: for a clean NAL-R item they equal the judged signal's."""
+    import math
+
+    import numpy as np
+
+    from haaqinet import data
+
+    oracle = _oracle()
+    folder, _ = toy_teacher
+    recipe = data.read_recipe(folder)
+    rows = data.load_labels(folder).to_dict("records")[:3]
+    model = oracle.widened_model(0, "intrusive")
+    for row in rows:
+        clean_row = {**row, "steps": {"aid": "nalr", "pre": [], "post": []}}
+        judged, level1 = data.synthesise(clean_row, data.clean_excerpt(folder, recipe, row))
+        spl = level1 + 20 * math.log10(float(np.sqrt(np.mean(judged ** 2))))
+        mine = oracle.precompute_features(model, data.to_model_rate(judged)[None],
+                                          np.asarray([row["audiogram_db_hl"]], np.float32), np.float32([spl]))
+        ref = oracle.reference_features(model, folder, recipe, [{**row, "level1_db_spl": level1}])
+        assert np.array_equal(mine, ref), row["item_id"]
+        other = oracle.reference_features(model, folder, recipe, [{**row, "level1_db_spl": level1 - 20}])
+        assert not np.array_equal(mine, other)   # the level reaches the maps
+
+
+@pytest.mark.parametrize("mode", ["intrusive", "level"])
+def test_oracle_script_trains_and_reports_every_split_and_study(toy_teacher, tmp_path, monkeypatch, mode):
+    folder, _ = toy_teacher
+    out = tmp_path / "oracle.json"
+    _run(monkeypatch, "haaqinet_oracle.py", "--data", str(folder), "--mode", mode, "--epochs", "1",
+         "--val-study-groups", "1", "--test-study-groups", "1", "--workers", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["mode"] == mode and res["training"]["epochs"] == 1
+    assert set(res["splits"]) == {"val", "test", "unseen-conditions"}
+    assert all(0.0 <= m["mse"] <= 1.0 for m in res["splits"].values())
+    for study in ("val_study", "test_study"):
+        assert len(res[study]["per_level_lcc"]) == 9 and res[study]["pooled"]["n"] >= 9
