@@ -38,10 +38,18 @@ from haaqinet.train import FEATURE_CHUNK, TrainConfig, _arrays, fit, precompute_
 SPLITS = ("val", "test", "unseen-conditions")
 
 
+HIDDEN_SHARE = 0.25   # level-cond: training items whose presentation level is withheld (fixed, seeded)
+
+
 def widened_model(seed: int, mode: str) -> HAAQINet:
-    """The shipped teacher's architecture, the front end's learned part taking the extra channels of ``mode``."""
+    """The shipped teacher's architecture, the front end's learned part taking the extra channels of ``mode``
+    (``level-cond``: the BLSTM's conditioning vector taking 2 more values instead, see :func:`level_columns`)."""
     torch.manual_seed(seed)
     model = HAAQINet(frontend="auditory")
+    if mode == "level-cond":
+        lstm = model.blstm
+        model.blstm = nn.LSTM(lstm.input_size + 2, lstm.hidden_size, batch_first=True, bidirectional=True)
+        return model
     fe = model.frontend
     n_in = fe.n_maps * fe.n_bands
     n_in += n_in if mode == "intrusive" else 1
@@ -92,25 +100,44 @@ def extra_channels(model, folder, recipe, rows, n_frames: int, mode: str) -> np.
     return np.broadcast_to(level[:, None, None], (len(rows), n_frames, 1)).astype(np.float16)
 
 
-def stacked(model, folder, recipe, df, workers, mode):
+def level_columns(spl_db, known) -> np.ndarray:
+    """level-cond: two columns appended to the (n, 8) audiograms, which the network divides by 100 with them
+    and feeds to the BLSTM on every frame: the clean music's level ``(spl_db - 65) / 20`` where ``known``
+    (else 0), and ``known`` itself. With features precomputed the audiogram reaches only that vector, so the
+    training loop needs no change."""
+    known = np.asarray(known, np.float32)
+    level = (np.asarray(spl_db, np.float32) - 65.0) / 20.0 * known
+    return 100.0 * np.stack([level, known], axis=1)
+
+
+def stacked(model, folder, recipe, df, workers, mode, known=None):
     """(judged maps | extra channels, audiograms, judged levels, labels) of ``df``'s items."""
     feats, a, s, y = _arrays(folder, df, workers, model=model)
+    if mode == "level-cond":
+        known = np.ones(len(df), bool) if known is None else known
+        return feats, np.concatenate([a, level_columns(df["spl_db"], known)], axis=1), s, y
     extra = extra_channels(model, folder, recipe, df.to_dict("records"), feats.shape[1], mode)
     return np.concatenate([feats, extra], axis=2), a, s, y
 
 
-def study(model, folder, recipe, split, n_groups, workers, mode):
-    """LCC per level and pooled of the intrusive model on the (cached) SPL study of ``split``."""
+def study(model, folder, recipe, split, n_groups, workers, mode, known=True):
+    """LCC per level and pooled of the model on the (cached) SPL study of ``split``."""
     table, x16, _ = spl_study.build_study(folder, n_groups=n_groups, split=split, workers=workers)
     a = np.stack(table["audiogram_db_hl"].map(np.asarray).to_numpy()).astype(np.float32)
     s = table["judged_db_spl"].to_numpy(np.float32)
     feats = np.concatenate([precompute_features(model, x16[i:i + FEATURE_CHUNK], a[i:i + FEATURE_CHUNK],
                                                 s[i:i + FEATURE_CHUNK]) for i in range(0, len(x16), FEATURE_CHUNK)])
+    if mode == "level-cond":
+        a = np.concatenate([a, level_columns(table["spl_db"], np.full(len(table), known))], axis=1)
+        return _per_level(table, predict_features(model, feats, a, s))
     items = data.load_labels(folder, splits=[split]).set_index("item_id", drop=False)
     rows = [{**items.loc[iid].to_dict(), "level1_db_spl": l1, "spl_db": lv}
             for iid, l1, lv in zip(table["item_id"], table["level1_db_spl"], table["spl_db"])]
     extra = extra_channels(model, folder, recipe, rows, feats.shape[1], mode)
-    pred = predict_features(model, np.concatenate([feats, extra], axis=2), a, s)
+    return _per_level(table, predict_features(model, np.concatenate([feats, extra], axis=2), a, s))
+
+
+def _per_level(table, pred) -> dict:
     per_level = {f"{lv:g}": agreement(table["haaqi"][table["spl_db"] == lv], pred[table["spl_db"] == lv])["lcc"]
                  for lv in sorted(set(table["spl_db"]))}
     return {"per_level_lcc": per_level, "gap": max(per_level.values()) - min(per_level.values()),
@@ -120,8 +147,10 @@ def study(model, folder, recipe, split, n_groups, workers, mode):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--mode", choices=("intrusive", "level"), default="intrusive",
-                    help="intrusive: the reference's maps; level: only the clean music's presentation level")
+    ap.add_argument("--mode", choices=("intrusive", "level", "level-cond"), default="intrusive",
+                    help="intrusive: the reference's maps; level: only the clean music's presentation level, as a "
+                         "front-end channel; level-cond: the same level in the BLSTM's conditioning vector, "
+                         f"withheld for {HIDDEN_SHARE:.0%} of the training items and evaluated known and withheld")
     ap.add_argument("--max-seconds", type=float, default=1500.0)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
@@ -134,7 +163,9 @@ def main() -> None:
                       workers=args.workers)
     model = widened_model(cfg.seed, args.mode)
     t0 = time.perf_counter()
-    train = stacked(model, folder, recipe, data.load_labels(folder, splits=["train"]), args.workers, args.mode)
+    train_df = data.load_labels(folder, splits=["train"])
+    known = np.random.default_rng([cfg.seed, 61]).random(len(train_df)) >= HIDDEN_SHARE
+    train = stacked(model, folder, recipe, train_df, args.workers, args.mode, known)
     held = {sp: (data.load_labels(folder, splits=[sp]),) for sp in SPLITS}
     held = {sp: (df, stacked(model, folder, recipe, df, args.workers, args.mode)) for sp, (df,) in held.items()}
     print(f"features: {len(train[3])} train items in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -151,9 +182,18 @@ def main() -> None:
                                  for b in sorted(set(bands))}
     report["val_study"] = study(model, folder, recipe, "val", args.val_study_groups, args.workers, args.mode)
     report["test_study"] = study(model, folder, recipe, "test", args.test_study_groups, args.workers, args.mode)
+    if args.mode == "level-cond":   # the same network with the level withheld everywhere
+        for sp, (df, arrays) in held.items():
+            a = np.concatenate([arrays[1][:, :8], level_columns(df["spl_db"], np.zeros(len(df), bool))], axis=1)
+            report["splits"][f"{sp} (level withheld)"] = agreement(arrays[3], predict_features(model, arrays[0], a,
+                                                                                              arrays[2]))
+        for name in ("val", "test"):
+            n_groups = args.val_study_groups if name == "val" else args.test_study_groups
+            report[f"{name}_study (level withheld)"] = study(model, folder, recipe, name, n_groups, args.workers,
+                                                             args.mode, known=False)
     for sp, m in report["splits"].items():
         print(f"{sp}: LCC {m['lcc']:.4f} SRCC {m['srcc']:.4f} MSE {m['mse']:.5f} (n={m['n']})")
-    for name in ("val_study", "test_study"):
+    for name in [k for k in report if "_study" in k]:
         st = report[name]
         levels = " ".join(f"{v:.3f}" for v in st["per_level_lcc"].values())
         print(f"{name}: LCC per level {levels}; gap {st['gap']:.3f}; pooled {st['pooled']['lcc']:.4f}")

@@ -91,7 +91,7 @@ def test_oracle_reference_maps_are_those_of_clean_music_through_nalr(toy_teacher
         assert not np.array_equal(mine, other)   # the level reaches the maps
 
 
-@pytest.mark.parametrize("mode", ["intrusive", "level"])
+@pytest.mark.parametrize("mode", ["intrusive", "level", "level-cond"])
 def test_oracle_script_trains_and_reports_every_split_and_study(toy_teacher, tmp_path, monkeypatch, mode):
     folder, _ = toy_teacher
     out = tmp_path / "oracle.json"
@@ -99,7 +99,20 @@ def test_oracle_script_trains_and_reports_every_split_and_study(toy_teacher, tmp
          "--val-study-groups", "1", "--test-study-groups", "1", "--workers", "1", "--out", str(out))
     res = json.loads(out.read_text())
     assert res["mode"] == mode and res["training"]["epochs"] == 1
-    assert set(res["splits"]) == {"val", "test", "unseen-conditions"}
+    splits = {"val", "test", "unseen-conditions"}
+    studies = ["val_study", "test_study"]
+    if mode == "level-cond":   # also judged with the level withheld
+        splits |= {f"{sp} (level withheld)" for sp in splits}
+        studies += [f"{st} (level withheld)" for st in studies]
+    assert set(res["splits"]) == splits
     assert all(0.0 <= m["mse"] <= 1.0 for m in res["splits"].values())
-    for study in ("val_study", "test_study"):
+    for study in studies:
         assert len(res[study]["per_level_lcc"]) == 9 and res[study]["pooled"]["n"] >= 9
+
+
+def test_oracle_level_columns_carry_the_level_only_where_known():
+    import numpy as np
+
+    cols = _oracle().level_columns([45.0, 85.0, 65.0], [True, False, True])
+    assert cols.shape == (3, 2)
+    assert np.allclose(cols / 100.0, [[-1.0, 1.0], [0.0, 0.0], [0.0, 1.0]])
