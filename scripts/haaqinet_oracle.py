@@ -151,6 +151,8 @@ def main() -> None:
                     help="intrusive: the reference's maps; level: only the clean music's presentation level, as a "
                          "front-end channel; level-cond: the same level in the BLSTM's conditioning vector, "
                          f"withheld for {HIDDEN_SHARE:.0%} of the training items and evaluated known and withheld")
+    ap.add_argument("--eval-data", type=Path, help="data set of the held-out splits and the SPL studies (default: "
+                    "--data; a grown set has its parent's splits, and the parent may hold the studies' labels)")
     ap.add_argument("--max-seconds", type=float, default=1500.0)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
@@ -166,6 +168,7 @@ def main() -> None:
     train_df = data.load_labels(folder, splits=["train"])
     known = np.random.default_rng([cfg.seed, 61]).random(len(train_df)) >= HIDDEN_SHARE
     train = stacked(model, folder, recipe, train_df, args.workers, args.mode, known)
+    folder, recipe = args.eval_data or folder, data.read_recipe(args.eval_data or folder)
     held = {sp: (data.load_labels(folder, splits=[sp]),) for sp in SPLITS}
     held = {sp: (df, stacked(model, folder, recipe, df, args.workers, args.mode)) for sp, (df,) in held.items()}
     print(f"features: {len(train[3])} train items in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -95,8 +95,8 @@ def test_oracle_reference_maps_are_those_of_clean_music_through_nalr(toy_teacher
 def test_oracle_script_trains_and_reports_every_split_and_study(toy_teacher, tmp_path, monkeypatch, mode):
     folder, _ = toy_teacher
     out = tmp_path / "oracle.json"
-    _run(monkeypatch, "haaqinet_oracle.py", "--data", str(folder), "--mode", mode, "--epochs", "1",
-         "--val-study-groups", "1", "--test-study-groups", "1", "--workers", "1", "--out", str(out))
+    _run(monkeypatch, "haaqinet_oracle.py", "--data", str(folder), "--eval-data", str(folder), "--mode", mode,
+         "--epochs", "1", "--val-study-groups", "1", "--test-study-groups", "1", "--workers", "1", "--out", str(out))
     res = json.loads(out.read_text())
     assert res["mode"] == mode and res["training"]["epochs"] == 1
     splits = {"val", "test", "unseen-conditions"}
