@@ -1,20 +1,25 @@
-"""How much of HAAQI-Net's error comes from not hearing the reference? An intrusive control experiment.
+"""How much of HAAQI-Net's error comes from not hearing the reference? Controls with more information.
 
 HAAQI compares the processed signal with a reference (NAL-R of the clean music for the ear); HAAQI-Net
 hears the processed signal alone. Some items are then ambiguous by construction: a gain error before NAL-R
 gives exactly the input of clean music at another level, with another label. This script trains the
-shipped teacher's architecture and recipe on the same labels twice over the same front-end maps, once as
-shipped and once *intrusively*: the auditory front end's fixed maps of the reference (at its own level) are
-stacked beside those of the judged signal (384 channels instead of 192; only the first convolution and the
-clip-statistics layer widen). Everything else (head, loss, seed, schedule, early stopping on validation) is
-the training of ``haaqinet.train.fit``. The intrusive model is not a product: it bounds what the
-non-intrusive one could reach with this data and this network, per split and per level of the SPL study.
+shipped teacher's architecture and recipe (``haaqinet.train.fit``: head, loss, seed, schedule, early
+stopping on validation) on the same labels with information the shipped model does not get (``--mode``):
 
-    python scripts/haaqinet_oracle.py --data data/haaqinet-v6 --max-seconds 1500 --out oracle.json
+* ``intrusive``: the auditory front end's fixed maps of the reference (at its own level) stacked beside
+  those of the judged signal (384 channels instead of 192; only the first convolution and the
+  clip-statistics layer widen). Not a product: it bounds what the non-intrusive model could reach with this
+  data and this network.
+* ``level``: one more front-end channel, the clean music's presentation level (the level the hearing aid
+  receives; ``bench run --spl``).
+* ``level-cond``: that level and a known flag as two more values of the BLSTM's conditioning vector,
+  withheld for a fixed share of the training items, then judged with the level known and withheld.
+
+    python scripts/haaqinet_oracle.py --data data/haaqinet-v6 --mode intrusive --max-seconds 1500 --out oracle.json
 
 Prints LCC / SRCC / MSE per held-out split and the SPL study's LCC per level (validation and test studies,
-labels from the study cache), for the intrusive model; the non-intrusive figures of the same recipe are the
-shipped checkpoints' (``bench haaqinet evaluate`` / ``spl-study``).
+labels from the study cache); the figures of the shipped recipe without extra information are the shipped
+checkpoints' (``bench haaqinet evaluate`` / ``spl-study``).
 """
 from __future__ import annotations
 
