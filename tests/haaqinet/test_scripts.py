@@ -86,9 +86,10 @@ def test_oracle_reference_maps_are_those_of_clean_music_through_nalr(toy_teacher
         mine = oracle.precompute_features(model, data.to_model_rate(judged)[None],
                                           np.asarray([row["audiogram_db_hl"]], np.float32), np.float32([spl]))
         ref = oracle.reference_features(model, folder, recipe, [{**row, "level1_db_spl": level1}])
-        assert np.array_equal(mine, ref), row["item_id"]
+        # equal up to the maps' float16 step (two code paths to the same NAL-R signal may round apart)
+        assert np.abs(mine.astype(float) - ref.astype(float)).max() <= 1e-3, row["item_id"]
         other = oracle.reference_features(model, folder, recipe, [{**row, "level1_db_spl": level1 - 20}])
-        assert not np.array_equal(mine, other)   # the level reaches the maps
+        assert np.abs(mine.astype(float) - other.astype(float)).max() > 0.1   # the level reaches the maps
 
 
 @pytest.mark.parametrize("mode", ["intrusive", "level", "level-cond"])
