@@ -896,24 +896,34 @@ def _init_worker(folder: str, recipe: dict, cache_inputs: bool, backend: str | N
                    backend=backend or recipe["haaqi_backend"])
 
 
+def item_reference(folder: Path, recipe: dict, row: dict, sources: dict | None = None):
+    """(clean excerpt, ear audiogram, HAAQI reference) of an item, all at 24 kHz, float64.
+
+    The reference is the recipe's convention (``recipe["reference"]``, "nalr": NAL-R of the clean excerpt for
+    the ear); ``sources`` caches the rendered sources between calls.
+    """
+    from benchmark.trial import reference_signal
+
+    clean = clean_excerpt(folder, recipe, row, sources)
+    audiogram = Audiogram(row["audiogram_db_hl"], STANDARD_FREQUENCIES_HZ, row["audiogram"])
+    reference = reference_signal(clean.astype(np.float32), ear_audiogram=audiogram, sample_rate_hz=RATE_HZ,
+                                 reference=recipe.get("reference", "nalr")).astype(np.float64)
+    return clean, audiogram, reference
+
+
 def label_group(rows: list[dict], folder: Path | None = None, recipe: dict | None = None,
                 cache_inputs: bool | None = None) -> list[dict]:
     """Synthesise and score every item of one group; a failure is a row with status "error".
 
     Writes the model inputs to ``cache/wave16k/<item_id>.npy`` when ``cache_inputs``.
     """
-    from benchmark.trial import reference_signal
-
     folder = Path(folder or _WORKER["folder"])
     recipe = recipe or _WORKER["recipe"]
     cache_inputs = _WORKER.get("cache_inputs", False) if cache_inputs is None else cache_inputs
     t0 = time.perf_counter()
     out, judged = [], []
     try:
-        clean = clean_excerpt(folder, recipe, rows[0], _WORKER.setdefault("sources", {}))
-        audiogram = Audiogram(rows[0]["audiogram_db_hl"], STANDARD_FREQUENCIES_HZ, rows[0]["audiogram"])
-        reference = reference_signal(clean.astype(np.float32), ear_audiogram=audiogram, sample_rate_hz=RATE_HZ,
-                                     reference="nalr").astype(np.float64)
+        clean, audiogram, reference = item_reference(folder, recipe, rows[0], _WORKER.setdefault("sources", {}))
     except Exception as exc:  # noqa: BLE001 - a failure is a row
         return [{**r, "status": "error", "error": f"source: {type(exc).__name__}: {exc}"} for r in rows]
     for row in rows:

@@ -54,17 +54,12 @@ def study_rows(data_folder: Path, *, n_groups: int, seed: int = 0, split: str = 
 
 def _label_job(args) -> list[dict]:
     """Relabel one group at one level: [{item_id, spl_db, haaqi | error, judged_db_spl, x16}]."""
-    from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, Audiogram
-    from benchmark.trial import reference_signal
     from haaqinet import data
 
     rows, spl = args
     folder, recipe = data._WORKER["folder"], data._WORKER["recipe"]
     backend = data._WORKER.get("backend") or recipe["haaqi_backend"]
-    clean = data.clean_excerpt(folder, recipe, rows[0], data._WORKER.setdefault("sources", {}))
-    audiogram = Audiogram(rows[0]["audiogram_db_hl"], STANDARD_FREQUENCIES_HZ, rows[0]["audiogram"])
-    reference = reference_signal(clean.astype(np.float32), ear_audiogram=audiogram, sample_rate_hz=data.RATE_HZ,
-                                 reference=recipe.get("reference", "nalr")).astype(np.float64)
+    clean, audiogram, reference = data.item_reference(folder, recipe, rows[0], data._WORKER.setdefault("sources", {}))
     judged = []
     for row in rows:
         x, level1 = data.synthesise({**row, "spl_db": float(spl)}, clean)

@@ -33,8 +33,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.audiogram import STANDARD_FREQUENCIES_HZ, Audiogram
-from benchmark.trial import reference_signal
 from haaqinet import data, spl_study
 from haaqinet.evaluate import agreement
 from haaqinet.model import HAAQINet
@@ -72,10 +70,7 @@ def reference_features(model, folder: Path, recipe: dict, rows: list[dict]) -> n
     for row in rows:
         key = (row["group"], round(float(row["level1_db_spl"]), 9))
         if key not in refs:
-            clean = data.clean_excerpt(folder, recipe, row, sources)
-            ear = Audiogram(row["audiogram_db_hl"], STANDARD_FREQUENCIES_HZ, row["audiogram"])
-            ref = reference_signal(clean.astype(np.float32), ear_audiogram=ear, sample_rate_hz=data.RATE_HZ,
-                                   reference=recipe.get("reference", "nalr")).astype(np.float64)
+            ref = data.item_reference(folder, recipe, row, sources)[2]
             rms = math.sqrt(float(np.mean(ref ** 2)))
             refs[key] = (len(refs), data.to_model_rate(ref), float(row["level1_db_spl"]) + 20 * math.log10(rms),
                          np.asarray(row["audiogram_db_hl"], np.float32))
@@ -125,21 +120,25 @@ def stacked(model, folder, recipe, df, workers, mode, known=None):
     return np.concatenate([feats, extra], axis=2), a, s, y
 
 
-def study(model, folder, recipe, split, n_groups, workers, mode, known=True):
-    """LCC per level and pooled of the model on the (cached) SPL study of ``split``."""
+def study(model, folder, recipe, split, n_groups, workers, mode) -> dict:
+    """LCC per level and pooled of the model on the (cached) SPL study of ``split``: ``{name: result}``, with
+    ``name`` the study's (``val_study``), and for ``level-cond`` also ``val_study (level withheld)``."""
     table, x16, _ = spl_study.build_study(folder, n_groups=n_groups, split=split, workers=workers)
     a = np.stack(table["audiogram_db_hl"].map(np.asarray).to_numpy()).astype(np.float32)
     s = table["judged_db_spl"].to_numpy(np.float32)
     feats = np.concatenate([precompute_features(model, x16[i:i + FEATURE_CHUNK], a[i:i + FEATURE_CHUNK],
                                                 s[i:i + FEATURE_CHUNK]) for i in range(0, len(x16), FEATURE_CHUNK)])
+    name = f"{split}_study"
     if mode == "level-cond":
-        a = np.concatenate([a, level_columns(table["spl_db"], np.full(len(table), known))], axis=1)
-        return _per_level(table, predict_features(model, feats, a, s))
+        return {f"{name}{suffix}": _per_level(table, predict_features(
+                    model, feats, np.concatenate([a, level_columns(table["spl_db"], np.full(len(table), known))],
+                                                 axis=1), s))
+                for suffix, known in (("", True), (" (level withheld)", False))}
     items = data.load_labels(folder, splits=[split]).set_index("item_id", drop=False)
     rows = [{**items.loc[iid].to_dict(), "level1_db_spl": l1, "spl_db": lv}
             for iid, l1, lv in zip(table["item_id"], table["level1_db_spl"], table["spl_db"])]
     extra = extra_channels(model, folder, recipe, rows, feats.shape[1], mode)
-    return _per_level(table, predict_features(model, np.concatenate([feats, extra], axis=2), a, s))
+    return {name: _per_level(table, predict_features(model, np.concatenate([feats, extra], axis=2), a, s))}
 
 
 def _per_level(table, pred) -> dict:
@@ -188,17 +187,13 @@ def main() -> None:
         bands = (df["spl_db"].to_numpy() // 5 * 5).astype(int)
         report["per_spl"][sp] = {int(b): agreement(arrays[3][bands == b], pred[bands == b])["lcc"]
                                  for b in sorted(set(bands))}
-    report["val_study"] = study(model, folder, recipe, "val", args.val_study_groups, args.workers, args.mode)
-    report["test_study"] = study(model, folder, recipe, "test", args.test_study_groups, args.workers, args.mode)
     if args.mode == "level-cond":   # the same network with the level withheld everywhere
         for sp, (df, arrays) in held.items():
             a = np.concatenate([arrays[1][:, :8], level_columns(df["spl_db"], np.zeros(len(df), bool))], axis=1)
             report["splits"][f"{sp} (level withheld)"] = agreement(arrays[3], predict_features(model, arrays[0], a,
                                                                                               arrays[2]))
-        for name in ("val", "test"):
-            n_groups = args.val_study_groups if name == "val" else args.test_study_groups
-            report[f"{name}_study (level withheld)"] = study(model, folder, recipe, name, n_groups, args.workers,
-                                                             args.mode, known=False)
+    report |= study(model, folder, recipe, "val", args.val_study_groups, args.workers, args.mode)
+    report |= study(model, folder, recipe, "test", args.test_study_groups, args.workers, args.mode)
     for sp, m in report["splits"].items():
         print(f"{sp}: LCC {m['lcc']:.4f} SRCC {m['srcc']:.4f} MSE {m['mse']:.5f} (n={m['n']})")
     for name in [k for k in report if "_study" in k]:
