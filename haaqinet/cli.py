@@ -183,6 +183,9 @@ def train(
                               "with this decay per step (e.g. 0.995; 0: off)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (path, teacher or student): its "
                                        "architecture and weights; e.g. to continue training on a grown data set."),
+    withhold_input_level: float = typer.Option(0.25, help="Networks with --model-arg input_level=true: the share "
+                                               "of training items (fixed, seeded) trained with the clean music's "
+                                               "presentation level unknown."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
     seed: int = typer.Option(0),
@@ -195,7 +198,8 @@ def train(
         cfg = TrainConfig(frontend=frontend, frontend_args=_kv(frontend_arg), model_args=_kv(model_arg),
                           epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds,
                           crop_s_min=crop_s_min, weight_decay=weight_decay, warmup_steps=warmup_steps, ema=ema,
-                          device=device, workers=workers, seed=seed, init=init)
+                          device=device, workers=workers, seed=seed, init=init,
+                          withhold_input_level=withhold_input_level)
         _, metrics = run_training(data, out, cfg, log=_echo)
     except BenchError as exc:
         _fail(exc)

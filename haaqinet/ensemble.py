@@ -26,8 +26,10 @@ class MeanOf(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor, spl_db: torch.Tensor,
-                n_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = [m(waveform_16k, audiogram_db_hl, spl_db, n_samples) for m in self.members]
+                n_samples: torch.Tensor | None = None, *,
+                input_spl_db: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [m(waveform_16k, audiogram_db_hl, spl_db, n_samples, input_spl_db=input_spl_db)
+                   for m in self.members]
         clip = torch.stack([c for c, _ in outputs]).mean(0)
         frames = torch.stack([f for _, f in outputs]).mean(0)
         return clip, frames

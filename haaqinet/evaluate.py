@@ -149,13 +149,15 @@ def format_report(rep: dict) -> str:
 
 
 def evaluate(model, data_folder: Path, *, splits=EVAL_SPLITS, device: str = "cpu", batch_size: int = 32,
-             workers: int = 1, max_train_items: int | None = 2000, progress=None):
+             workers: int = 1, max_train_items: int | None = 2000, progress=None, input_level: bool = True):
     """Predict every item of ``splits`` of a data set and compare with its HAAQI label.
 
     Args:
         model: a :class:`~haaqinet.model.HAAQINet`, a checkpoint path or a checkpoint name (``student``).
         data_folder: a data set made by ``make-data``.
         max_train_items: evaluate at most this many training items (a seeded sample).
+        input_level: give networks with ``input_level`` each item's clean-music presentation level (its
+            ``spl_db``, as ``bench run`` does); False judges them with the level unknown.
 
     Returns:
         (report dict, DataFrame of items with a ``haaqinet`` column).
@@ -178,7 +180,8 @@ def evaluate(model, data_folder: Path, *, splits=EVAL_SPLITS, device: str = "cpu
             df = df[(df["split"] != "train") | df.index.isin(keep)]
     df = df.reset_index(drop=True)
     x = data.model_inputs(data_folder, df, workers=workers, progress=progress)
+    input_spl = df["spl_db"].to_numpy(np.float32) if input_level else np.full(len(df), np.nan, np.float32)
     pred = predict_arrays(model, x, data.audiogram_array(df), df["judged_db_spl"].to_numpy(np.float32),
-                          batch_size=batch_size, device=device)
+                          batch_size=batch_size, device=device, input_spl_db=input_spl)
     df = df.assign(haaqinet=pred)
     return report(df, splits=[s for s in splits if s in set(df["split"])]), pd.DataFrame(df)

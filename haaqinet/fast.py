@@ -32,7 +32,8 @@ from torch import nn
 
 from haaqinet import fast_fused, fast_kernels
 from haaqinet.frontends import AuditoryFrontend
-from haaqinet.model import AUDIOGRAM_FREQUENCIES_HZ, AUDIOGRAM_SCALE_DB, SPL_CENTER_DB, SPL_SCALE_DB, HAAQINet
+from haaqinet.model import (AUDIOGRAM_FREQUENCIES_HZ, AUDIOGRAM_SCALE_DB, SPL_CENTER_DB, SPL_SCALE_DB, HAAQINet,
+                            input_level_values)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -124,16 +125,21 @@ class FastHAAQINet(nn.Module):
                                        self.stop, self.norm, audiogram_db_hl, self.retspl, self.interp_t)
 
     def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor, spl_db: torch.Tensor,
-                n_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                n_samples: torch.Tensor | None = None, *,
+                input_spl_db: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`HAAQINet.forward`: clip scores (B,) and frame scores (B, T)."""
         shape = tuple(waveform_16k.shape)
         if (n_samples is not None or len(shape) != 2 or shape[1] <= self.n_fft // 2
-                or tuple(audiogram_db_hl.shape) != (shape[0], 8) or tuple(spl_db.shape) != (shape[0],)):
-            return self.model(waveform_16k, audiogram_db_hl, spl_db, n_samples)  # masks, errors, tiny clips
+                or tuple(audiogram_db_hl.shape) != (shape[0], 8) or tuple(spl_db.shape) != (shape[0],)
+                or (input_spl_db is not None and tuple(input_spl_db.shape) != (shape[0],))):
+            return self.model(waveform_16k, audiogram_db_hl, spl_db, n_samples,  # masks, errors, tiny clips
+                              input_spl_db=input_spl_db)
         x = np.ascontiguousarray(waveform_16k.detach().numpy(), dtype=np.float32)
         a = np.ascontiguousarray(audiogram_db_hl.detach().numpy(), dtype=np.float32)
         s = spl_db.detach().numpy().astype(np.float64)
         feats, stats = self.features(x, a, s)
+        if self.model.input_level:  # the clip inputs join the clip statistics, as in the front end
+            stats = np.ascontiguousarray(np.concatenate([stats, _np(input_level_values(input_spl_db, shape[0]))], 1))
         if self.fused:
             clip, frames = fast_fused.pointwise_net(
                 feats, stats, a, s, self.taps[0], self.more_taps, self.biases, self.strides, self.stats_w,

@@ -298,7 +298,7 @@ class AuditoryFrontend(Frontend):
 
     def __init__(self, n_bands: int = 48, f_min_hz: float = 80.0, f_max_hz: float = 7800.0, dim: int = 128,
                  n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1,
-                 n_fft: int = 512, hop: int = 320, haaqi_level: bool = False):
+                 n_fft: int = 512, hop: int = 320, haaqi_level: bool = False, clip_inputs: int = 0):
         super().__init__()
         if n_layers < 1 or dim % n_heads:
             raise BenchError(
@@ -338,7 +338,8 @@ class AuditoryFrontend(Frontend):
         self.register_buffer("window", torch.hann_window(self.N_FFT, periodic=True), persistent=False)
         self._centre_hz = mid[:, 0].numpy()
         n_in = self.n_maps * n_bands
-        self.stats = nn.Linear(2 * n_in + n_bands, dim)
+        self.clip_inputs = int(clip_inputs)
+        self.stats = nn.Linear(2 * n_in + n_bands + self.clip_inputs, dim)
         stem = [nn.Conv1d(n_in, dim, kernel_size=3, padding=1), nn.GELU()]
         for _ in range(self._n_halvings):  # each halves the frame rate
             stem += [nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1), nn.GELU()]
@@ -405,14 +406,23 @@ class AuditoryFrontend(Frontend):
             maps.append(haaqi_sensation_db(level, audiogram_db_hl, self._centre_hz) / 20.0)
         return torch.cat(maps, dim=2)
 
-    def forward_features(self, feats: torch.Tensor) -> list[torch.Tensor]:
-        """The learned part: (B, T, n_maps * n_bands) maps -> n_layers hidden states, each (B, T', dim)."""
+    def forward_features(self, feats: torch.Tensor, clip_inputs: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The learned part: (B, T, n_maps * n_bands) maps -> n_layers hidden states, each (B, T', dim).
+
+        ``clip_inputs``: (B, ``clip_inputs``) values per clip (the presentation level, :class:`HAAQINet`'s
+        ``input_level``) that join the clip statistics, required when the front end was built for them.
+        """
+        if self.clip_inputs and (clip_inputs is None or tuple(clip_inputs.shape) != (feats.shape[0], self.clip_inputs)):
+            raise BenchError(f"this auditory front end needs ({feats.shape[0]}, {self.clip_inputs}) clip inputs; got "
+                             f"{None if clip_inputs is None else tuple(clip_inputs.shape)}")
         feats = feats.float()
         level = feats[..., :self.n_bands]
         mean = feats.mean(dim=1, keepdim=True)
         std = ((feats - mean).square().sum(dim=1) / max(feats.shape[1] - 1, 1)).sqrt()  # = std(dim=1), faster
-        stats = torch.cat([mean[:, 0], std, (level[:, 1:] - level[:, :-1]).abs().mean(dim=1)],
-                          dim=1)  # (B, 2 * n_in + n_bands)
+        stats = [mean[:, 0], std, (level[:, 1:] - level[:, :-1]).abs().mean(dim=1)]
+        if self.clip_inputs:
+            stats.append(clip_inputs.to(feats.dtype))
+        stats = torch.cat(stats, dim=1)  # (B, 2 * n_in + n_bands + clip_inputs)
         x = self.stem(feats.transpose(1, 2))  # (B, dim, T')
         x = x + self.stats(stats).unsqueeze(2)
         x = self.stem_norm((x + self.pos_conv(x)).transpose(1, 2))  # (B, T', dim)
@@ -423,9 +433,9 @@ class AuditoryFrontend(Frontend):
         return hidden
 
     def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor,
-                gain: torch.Tensor | None = None) -> list[torch.Tensor]:
+                gain: torch.Tensor | None = None, clip_inputs: torch.Tensor | None = None) -> list[torch.Tensor]:
         """(B, n) calibrated (or with its ``gain``), (B, 8) dB HL -> n_layers hidden states, each (B, T', dim)."""
-        return self.forward_features(self.precompute(waveform_16k, audiogram_db_hl, gain))
+        return self.forward_features(self.precompute(waveform_16k, audiogram_db_hl, gain), clip_inputs)
 
     def n_frames(self, n_samples: int) -> int:
         frames = n_samples // self.HOP + 1

@@ -23,6 +23,14 @@ Conditioning inputs, both normalised so they are O(1) like the features:
   level input; HAAQI depends on level for impaired listeners. Front ends with
   ``wants_calibrated_input`` (``mel``) also receive the waveform rescaled so its
   digital level encodes ``spl_db`` (:func:`haaqinet.frontends.calibrate_to_spl`).
+* ``input_spl_db`` (networks built with ``input_level=True``, ``auditory`` front end
+  only): (B,) the level in dB SPL at which the clean music is presented to the
+  hearing aid (``bench run --spl``), NaN where it is not known. It enters once per
+  clip, beside the front end's clip statistics, as two values: ``(input_spl_db -
+  65) / 20`` (0 where unknown) and a known flag (1 or 0). HAAQI's reference is the
+  clean music at that level; the judged signal alone cannot tell a level error
+  before the hearing aid from the music itself (docs/haaqinet-data.md). Training
+  withholds it for a fixed share of the items, so one network serves both cases.
 
 The network is kept apart from training code; :mod:`haaqinet.checkpoint`
 saves and rebuilds it from :attr:`HAAQINet.model_args`.
@@ -47,6 +55,23 @@ AUDIOGRAM_SCALE_DB = 100.0
 #: Level normalisation: ``(spl_db - SPL_CENTER_DB) / SPL_SCALE_DB``.
 SPL_CENTER_DB = 65.0
 SPL_SCALE_DB = 20.0
+#: Values per clip that ``input_level=True`` adds to the front end's clip statistics.
+INPUT_LEVEL_VALUES = 2
+
+
+def input_level_values(input_spl_db: torch.Tensor | None, batch: int, dtype=torch.float32) -> torch.Tensor:
+    """(B, 2): ``[(input_spl_db - 65) / 20, 1]`` where the level is known, ``[0, 0]`` where it is NaN or
+    ``input_spl_db`` is None."""
+    if input_spl_db is None:
+        return torch.zeros(batch, INPUT_LEVEL_VALUES, dtype=dtype)
+    if tuple(input_spl_db.shape) != (batch,):
+        raise BenchError(f"input_spl_db must be ({batch},) dB SPL (NaN: unknown); got {tuple(input_spl_db.shape)}")
+    level = input_spl_db.to(dtype)
+    known = torch.isfinite(level)
+    if bool((known & ((level < 0) | (level > 130))).any()):
+        raise BenchError("input_spl_db must be a presentation level in dB SPL between 0 and 130 (NaN: unknown)")
+    return torch.stack([torch.where(known, (level - SPL_CENTER_DB) / SPL_SCALE_DB, torch.zeros_like(level)),
+                        known.to(dtype)], dim=1)
 
 
 class ScoreMap(nn.Module):
@@ -93,6 +118,8 @@ class HAAQINet(nn.Module):
             (no sequential step: cheaper on a CPU at batch 1).
         score_map: end with a learned monotone :class:`ScoreMap` of the clip and frame scores (added by
             ``bench haaqinet finetune --calibrate``: the output is then a rating on 0-1, not HAAQI).
+        input_level: take the clean music's presentation level ``input_spl_db`` as an input (``auditory``
+            front end only; see the module's docstring).
     """
 
     model_name = "HAAQINet"
@@ -100,12 +127,16 @@ class HAAQINet(nn.Module):
     def __init__(self, frontend: str = "mel", frontend_args: dict | None = None,
                  freeze_frontend: bool | None = None, adapter_dim: int = 256, lstm_hidden: int = 100,
                  attention_dim: int = 256, attention_heads: int = 16, dropout: float = 0.3,
-                 use_spl: bool = True, rnn: str = "lstm", score_map: bool = False):
+                 use_spl: bool = True, rnn: str = "lstm", score_map: bool = False, input_level: bool = False):
         super().__init__()
         if rnn not in ("lstm", "none"):
             raise BenchError(f"HAAQINet: rnn must be 'lstm' or 'none' (got {rnn!r})")
+        if input_level and frontend != "auditory":
+            raise BenchError(f"HAAQINet: input_level needs the auditory front end (got {frontend!r})")
         frontend_args = dict(frontend_args or {})
-        self.frontend = create_frontend(frontend, **frontend_args)
+        self.input_level = bool(input_level)
+        self.frontend = create_frontend(frontend, **frontend_args,
+                                        **({"clip_inputs": INPUT_LEVEL_VALUES} if input_level else {}))
         if freeze_frontend is None:
             freeze_frontend = bool(self.frontend.external_weights)
         self._args = dict(frontend=frontend, frontend_args=frontend_args, freeze_frontend=bool(freeze_frontend),
@@ -113,6 +144,8 @@ class HAAQINet(nn.Module):
                           attention_heads=attention_heads, dropout=dropout, use_spl=use_spl)
         if rnn != "lstm":  # recorded only when not the default, so older model_args stay as they were
             self._args["rnn"] = rnn
+        if self.input_level:
+            self._args["input_level"] = True
         self.freeze_frontend = bool(freeze_frontend)
         self.use_spl = use_spl
         n_layers, dim = self.frontend.n_layers, self.frontend.dim
@@ -193,13 +226,19 @@ class HAAQINet(nn.Module):
         return self.frontend.precompute(waveform_16k, audiogram_db_hl)
 
     def encode(self, waveform_16k: torch.Tensor | None, spl_db: torch.Tensor,
-               audiogram_db_hl: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+               audiogram_db_hl: torch.Tensor | None = None, features: torch.Tensor | None = None,
+               input_spl_db: torch.Tensor | None = None) -> torch.Tensor:
         """Front end and weighted layer sum: (B, n) -> (B, T, D).
 
         ``features``: the output of :meth:`precompute` instead of the waveform.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_frontend):
-            if features is not None:
+            if self.input_level:
+                batch = (features if features is not None else waveform_16k).shape[0]
+                level = input_level_values(input_spl_db, batch).to(spl_db.device)
+                feats = features if features is not None else self.precompute(waveform_16k, audiogram_db_hl, spl_db)
+                hidden = self.frontend.forward_features(feats, level)
+            elif features is not None:
                 hidden = self.frontend.forward_features(features)
             elif self.frontend.wants_calibrated_input and getattr(self.frontend, "accepts_gain", False):
                 hidden = self.frontend(waveform_16k, audiogram_db_hl, calibration_gain(waveform_16k, spl_db))
@@ -215,8 +254,8 @@ class HAAQINet(nn.Module):
         return torch.einsum("l,lbtd->btd", weights, stacked)  # (B, T, D)
 
     def forward(self, waveform_16k: torch.Tensor, audiogram_db_hl: torch.Tensor, spl_db: torch.Tensor,
-                n_samples: torch.Tensor | None = None, *,
-                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                n_samples: torch.Tensor | None = None, *, features: torch.Tensor | None = None,
+                input_spl_db: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict HAAQI.
 
         Args:
@@ -228,13 +267,16 @@ class HAAQINet(nn.Module):
 
             features: optional (B, T_f, F), the output of :meth:`precompute` for these clips; then
                 ``waveform_16k`` is not used (it may be None) and ``n_samples`` must be None.
+            input_spl_db: optional (B,), the clean music's presentation level in dB SPL (NaN: unknown), for
+                networks with ``input_level``; others ignore it.
 
         Returns:
             clip_score: (B,) in (0, 1); frame_scores: (B, T) in (0, 1) (padded frames are 0).
         """
         if features is None:
             self._check(waveform_16k, audiogram_db_hl, spl_db)
-        x = self.adapter(self.encode(waveform_16k, spl_db, audiogram_db_hl, features))  # (B, T, adapter_dim)
+        x = self.adapter(self.encode(waveform_16k, spl_db, audiogram_db_hl, features,
+                                     input_spl_db))  # (B, T, adapter_dim)
         n_frames = x.shape[1]
         cond = [audiogram_db_hl.to(x.dtype) / AUDIOGRAM_SCALE_DB]  # (B, 8)
         if self.use_spl:

@@ -61,7 +61,8 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
 
 
 def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarray, spl_db: np.ndarray, *,
-                   batch_size: int = 32, device: str = "cpu", n_samples: np.ndarray | None = None) -> np.ndarray:
+                   batch_size: int = 32, device: str = "cpu", n_samples: np.ndarray | None = None,
+                   input_spl_db: np.ndarray | None = None) -> np.ndarray:
     """Clip scores of a batch of equal-length (zero-padded) 16-kHz signals.
 
     Args:
@@ -70,6 +71,8 @@ def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarra
         audiograms_db_hl: float32 (n_items, 8), dB HL at 250..8000 Hz.
         spl_db: float32 (n_items,), RMS level of each signal in dB SPL.
         n_samples: optional int (n_items,), unpadded lengths.
+        input_spl_db: optional float32 (n_items,), the level in dB SPL at which the clean music is presented to
+            the hearing aid (NaN: unknown); used by networks with ``input_level``, ignored by others.
 
     Returns:
         float64 (n_items,) predictions in (0, 1).
@@ -85,7 +88,9 @@ def predict_arrays(model, waveforms_16k: np.ndarray, audiograms_db_hl: np.ndarra
             a = torch.as_tensor(np.asarray(audiograms_db_hl[sl], dtype=np.float32), device=device)
             s = torch.as_tensor(np.asarray(spl_db[sl], dtype=np.float32), device=device)
             n = None if n_samples is None else torch.as_tensor(np.asarray(n_samples[sl]), device="cpu")
-            clip, _ = model(x, a, s, n)
+            li = None if input_spl_db is None else torch.as_tensor(
+                np.asarray(input_spl_db[sl], dtype=np.float32), device=device)
+            clip, _ = model(x, a, s, n, input_spl_db=li)
             out[sl] = clip.double().cpu().numpy()
     return out
 

@@ -55,6 +55,7 @@ class TrainConfig:
     high_weight: float = 0.0
     ema: float = 0.0            # > 0: validate and keep an exponential moving average of the weights
     init: str | None = None     # warm start: a checkpoint (path or name) whose architecture and weights are the start
+    withhold_input_level: float = 0.25  # input_level networks: share of training items trained with the level unknown
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,15 +80,16 @@ FEATURE_CHUNK = 4096   # items whose waveforms are held at once while their fron
 
 
 def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
-    """(inputs, audiograms, judged levels, labels) of ``df``'s items. With a ``model`` whose front end has a
+    """(inputs, audiograms, judged levels, labels, the clean music's presentation levels) of ``df``'s items,
+    the levels in dB SPL. With a ``model`` whose front end has a
     fixed first stage (``precompute``), the inputs are its features, computed :data:`FEATURE_CHUNK` items at a
     time so that the waveforms of a large set are never all in memory (62,000 4-s items: 16 GB)."""
     from haaqinet import data
 
     audiograms, spl = data.audiogram_array(df), df["judged_db_spl"].to_numpy(np.float32)
-    labels = df["haaqi"].to_numpy(np.float32)
+    labels, input_spl = df["haaqi"].to_numpy(np.float32), df["spl_db"].to_numpy(np.float32)
     if model is None or not hasattr(model.frontend, "precompute"):
-        return data.model_inputs(folder, df, workers=workers), audiograms, spl, labels
+        return data.model_inputs(folder, df, workers=workers), audiograms, spl, labels, input_spl
     features = None
     for i in range(0, len(df), FEATURE_CHUNK):
         sl = slice(i, i + FEATURE_CHUNK)
@@ -96,7 +98,17 @@ def _arrays(folder, df, workers, *, model=None, device: str = "cpu"):
         if features is None:   # filled in place: no second copy of the whole set's features
             features = np.empty((len(df),) + chunk.shape[1:], dtype=chunk.dtype)
         features[sl] = chunk
-    return features, audiograms, spl, labels
+    return features, audiograms, spl, labels, input_spl
+
+
+def withhold_input_levels(input_spl_db: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A copy of the presentation levels with a fixed, seeded ``share`` of them NaN (unknown), so that an
+    ``input_level`` network learns both with and without the level."""
+    if not 0.0 <= share <= 1.0:
+        raise BenchError(f"the share of withheld input levels must be in [0, 1], got {share}")
+    out = np.array(input_spl_db, dtype=np.float32)
+    out[np.random.default_rng([seed, 61]).random(len(out)) < share] = np.nan
+    return out
 
 
 def initial_model(cfg: TrainConfig):
@@ -149,8 +161,12 @@ def precompute_features(model, waveforms, audiograms, spl_db, *, batch_size: int
     return out
 
 
-def predict_features(model, features, audiograms, spl_db, *, batch_size: int = 128, device: str = "cpu"):
-    """Clip scores from precomputed features (see :func:`precompute_features`): float64 (n_items,)."""
+def predict_features(model, features, audiograms, spl_db, input_spl_db=None, *, batch_size: int = 128,
+                     device: str = "cpu"):
+    """Clip scores from precomputed features (see :func:`precompute_features`): float64 (n_items,).
+
+    ``input_spl_db``: optional (n_items,) clean-music presentation levels (NaN: unknown; ``input_level`` networks).
+    """
     import torch
 
     model = model.to(device).eval()
@@ -159,8 +175,9 @@ def predict_features(model, features, audiograms, spl_db, *, batch_size: int = 1
         for i in range(0, len(features), batch_size):
             sl = slice(i, i + batch_size)
             f = torch.as_tensor(np.asarray(features[sl]), device=device).float()
+            li = None if input_spl_db is None else torch.as_tensor(np.asarray(input_spl_db[sl]), device=device)
             clip, _ = model(None, torch.as_tensor(np.asarray(audiograms[sl]), device=device),
-                            torch.as_tensor(np.asarray(spl_db[sl]), device=device), features=f)
+                            torch.as_tensor(np.asarray(spl_db[sl]), device=device), features=f, input_spl_db=li)
             out[sl] = clip.double().cpu().numpy()
     return out
 
@@ -224,6 +241,7 @@ def _lr_lambda(cfg: TrainConfig, plan: dict):
 def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, keep_start: bool = False) -> dict:
     """Train ``model`` in place; returns the history (loss and validation metrics per epoch).
 
+    ``train_arrays`` and ``val_arrays``: (inputs, audiograms, judged levels, labels[, input levels]).
     ``keep_start`` (a warm start): the starting weights are validated first and kept unless an epoch beats them.
     """
     import torch
@@ -235,7 +253,9 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
     use_features = np.ndim(train_arrays[0]) == 3  # (n, T, F): precomputed front-end features
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    x, a, s, y = (torch.as_tensor(v, device=device) for v in train_arrays)
+    x, a, s, y = (torch.as_tensor(v, device=device) for v in train_arrays[:4])
+    li = torch.as_tensor(train_arrays[4], device=device) if len(train_arrays) > 4 else None
+    val_li = val_arrays[4] if len(val_arrays) > 4 else None
     n = len(y)
     if n == 0:
         raise BenchError("no training items")
@@ -249,9 +269,11 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
 
     def validate(judged):
         if use_features:
-            pred = predict_features(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+            pred = predict_features(judged, *val_arrays[:3], val_li, batch_size=4 * cfg.batch_size,
+                                    device=cfg.device)
         else:
-            pred = predict_arrays(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device)
+            pred = predict_arrays(judged, *val_arrays[:3], batch_size=4 * cfg.batch_size, device=cfg.device,
+                                  input_spl_db=val_li)
         return agreement(val_arrays[3], pred)
 
     stopper, history = EarlyStopping(cfg.patience, cfg.max_seconds, log), []
@@ -273,10 +295,11 @@ def fit(model, train_arrays, val_arrays, cfg: TrainConfig, log=logger.info, *, k
                 length = int(torch.randint(shortest, xb.shape[1] + 1, (1,), generator=gen))
                 start = int(torch.randint(0, xb.shape[1] - length + 1, (1,), generator=gen))
                 xb = xb[:, start:start + length]
+            lib = None if li is None else li[idx]
             if use_features:
-                clip, frames = model(None, a[idx], s[idx], features=xb)
+                clip, frames = model(None, a[idx], s[idx], features=xb, input_spl_db=lib)
             else:
-                clip, frames = model(xb, a[idx], s[idx])
+                clip, frames = model(xb, a[idx], s[idx], input_spl_db=lib)
             loss = haaqinet_loss(clip, frames, y[idx], high_weight=cfg.high_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -329,6 +352,7 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     log(f"{len(train_df)} training and {len(val_df)} validation items; caching inputs")
     t0 = time.perf_counter()
     train_arrays = _arrays(data_folder, train_df, cfg.workers, model=model, device=cfg.device)
+    train_arrays = train_arrays[:4] + (withhold_input_levels(train_arrays[4], cfg.withhold_input_level, cfg.seed),)
     val_arrays = _arrays(data_folder, val_df, cfg.workers, model=model, device=cfg.device)
     kind = "front-end features" if np.ndim(train_arrays[0]) == 3 else "inputs"
     log(f"{kind} ready in {time.perf_counter() - t0:.0f} s")
@@ -337,9 +361,13 @@ def train(data_folder: Path, out_path: Path, cfg: TrainConfig, *, log=logger.inf
     model = model.cpu().eval() if cfg.device != "cpu" else model.eval()
     rep, _ = evaluate(model.to(cfg.device), data_folder, splits=eval_splits or EVAL_SPLITS, device=cfg.device,
                       workers=cfg.workers)
-    model = model.cpu().eval()
     metrics = {"per_split": rep["per_split"], "per_spl": rep["per_spl"], "per_severity": rep["per_severity"],
                "clean_nalr": rep["clean_nalr"], "targets": rep["targets"], "history": history}
+    if getattr(model, "input_level", False):   # the same network where the clean music's level is not known
+        withheld, _ = evaluate(model, data_folder, splits=eval_splits or EVAL_SPLITS, device=cfg.device,
+                               workers=cfg.workers, input_level=False)
+        metrics["input_level_withheld"] = {k: withheld[k] for k in ("per_split", "per_spl", "clean_nalr")}
+    model = model.cpu().eval()
     extra = {
         "data": {"folder": str(data_folder), "recipe_sha256_16": recipe_hash(recipe),
                  "data_version": recipe["data_version"], "n_train": len(train_df), "n_val": len(val_df),
