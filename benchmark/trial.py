@@ -61,8 +61,12 @@ def _predictor(checkpoint: str):
     return Predictor(None if checkpoint == "default" else checkpoint)
 
 
-def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration) -> dict:
-    """(processor id, ear) -> HAAQI-Net prediction or exception, all in one batched call."""
+def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration, music: np.ndarray) -> dict:
+    """(processor id, ear) -> HAAQI-Net prediction or exception, all in one batched call.
+
+    ``music``: the clean excerpt's channels of the job's ears; each ear's level in dB SPL is the network's
+    ``input_spl_db`` (the level of the music presented to the hearing aid, HAAQI's reference level).
+    """
     if not inp.haaqinet_checkpoint or not outputs:
         return {}
     keys = [(p, ear) for p in outputs for ear in inp.job.ears]
@@ -70,13 +74,15 @@ def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration)
         from haaqinet.predict import to_16k
 
         predictor = _predictor(inp.haaqinet_checkpoint)
-        signals, audiograms, levels = [], [], []
+        signals, audiograms, levels, input_levels = [], [], [], []
         for pid, ear in keys:
-            channel = outputs[pid][0][inp.job.ears.index(ear)]
+            ch = inp.job.ears.index(ear)
+            channel = outputs[pid][0][ch]
             signals.append(to_16k(channel[None, :], rate)[0])
             audiograms.append(inp.listener.ear(ear))
             levels.append(calibration.db_spl(channel))
-        return dict(zip(keys, predictor.predict_signals(signals, audiograms, levels)))
+            input_levels.append(calibration.db_spl(music[ch]))
+        return dict(zip(keys, predictor.predict_signals(signals, audiograms, levels, input_levels)))
     except Exception as exc:  # HAAQI-Net failing never hides the HAAQI score
         return {k: exc for k in keys}
 
@@ -266,7 +272,7 @@ def run_job(inp: JobInput) -> list[dict]:
     processed = _process_all(inp, x, presentation)
     ok_outputs = {p: v for p, v in processed.items() if not isinstance(v, Exception)}
     t0 = time.perf_counter()
-    predictions = _haaqinet(inp, ok_outputs, rate, calibration)
+    predictions = _haaqinet(inp, ok_outputs, rate, calibration, music)
     haaqinet_s = (time.perf_counter() - t0) / max(1, len(predictions))
 
     if not inp.score_haaqi:

@@ -242,7 +242,11 @@ def predict(
     files: List[Path] = typer.Argument(None, help="Audio files (mono: one ear; stereo: per ear)."),
     audiogram: str = typer.Option("NH", help="Built-in name or 8 dB HL values (250..8000 Hz)."),
     spl: float = typer.Option(65.0, help="RMS presentation level of each file in dB SPL."),
-    manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db."),
+    input_spl: Optional[float] = typer.Option(None, help="RMS level in dB SPL at which the clean music was "
+                                              "presented to the hearing aid (bench run --spl), if known; the "
+                                              "shipped networks are more accurate with it."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db and optionally "
+                                            "input_spl_db (blank: unknown)."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
                                               "student [default: the ensemble]."),
@@ -256,6 +260,8 @@ def predict(
         if manifest is None and not files:
             raise BenchError("give audio files, or --manifest items.csv")
         predictor = Predictor(checkpoint, device=device)
+        if input_spl is not None and not predictor.uses_input_level:
+            _echo(f"note: {predictor.checkpoint.name} does not take the clean music's level; --input-spl is unused")
         if manifest is not None:
             table, base = read_manifest(manifest)
             scores = predictor.predict_manifest(table, base_dir=base)
@@ -265,7 +271,7 @@ def predict(
             if as_json or not out:
                 typer.echo(scores.to_json(orient="records", indent=1) if as_json else scores.to_string(index=False))
             return
-        rows = predictor.predict_files(files, audiogram=audiogram, spl_db=spl)
+        rows = predictor.predict_files(files, audiogram=audiogram, spl_db=spl, input_spl_db=input_spl)
     except BenchError as exc:
         _fail(exc)
     if as_json:
@@ -431,6 +437,9 @@ def spl_study(
     seed: int = typer.Option(0), workers: int = typer.Option(1, help="HAAQI labelling processes."),
     haaqi_backend: Optional[str] = typer.Option(None, help="HAAQI implementation [default: the recipe's]."),
     out: Path = typer.Option(Path("leaderboards"), help="Folder for haaqinet-spl-study.md/.png/.csv/.json."),
+    input_level: bool = typer.Option(True, help="Give networks that take it the clean music's presentation "
+                                     "level (the study's level, as bench run gives --spl); --no-input-level "
+                                     "judges them with it unknown."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Evaluate checkpoints against HAAQI relabelled at 45..85 dB SPL on held-out items; write table + plot."""
@@ -448,7 +457,7 @@ def spl_study(
             raise BenchError("--spl needs at least two levels")
         result = run_study(checkpoint or ["default"], data, n_groups=n_groups, spls=levels, seed=seed,
                            split=split, workers=workers, haaqi_backend=haaqi_backend, device=device,
-                           progress=_progress("labels at all levels"), log=_echo)
+                           progress=_progress("labels at all levels"), log=_echo, input_level=input_level)
         argv = sys.argv[sys.argv.index("spl-study"):] if "spl-study" in sys.argv else ["spl-study"]
         command = "bench haaqinet " + " ".join(shlex.quote(a) for a in argv)
         paths = write_outputs(result, out, command=command)

@@ -64,6 +64,7 @@ class DistillConfig:
     seed: int = 0
     workers: int = 1
     chunk_items: int = 1024
+    withhold_input_level: float = 0.25  # students of an input_level teacher: share trained with the level unknown
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,7 +158,8 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
     """Teacher outputs and student features of the items in ``df``, computed once (chunks) and cached.
 
     Returns:
-        dict with ``features`` (n, T_s, F) float16, ``audiogram`` (n, 8), ``spl`` (n,), ``label`` (n,),
+        dict with ``features`` (n, T_s, F) float16, ``audiogram`` (n, 8), ``spl`` (n,), ``input_spl`` (n,: the
+        clean music's presentation level, which an ``input_level`` teacher is given), ``label`` (n,),
         ``t_clip`` (n,), ``t_frames`` (n, T_t) and ``t_hidden`` (n, T_t, D_t) float16 (the teacher's encoder
         output, used when ``cfg.hint_weight`` > 0; cached with the scores either way).
     """
@@ -170,6 +172,7 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
     cache = folder / "cache" / "distill"
     aud = data.audiogram_array(df)
     spl = df["judged_db_spl"].to_numpy(np.float32)
+    input_spl = df["spl_db"].to_numpy(np.float32)
     waves: dict = {}
 
     def chunks():
@@ -192,7 +195,8 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
                         sl = slice(i + j, i + j + min(128, len(x) - j))
                         a = torch.as_tensor(aud[sl], device=cfg.device)
                         s = torch.as_tensor(spl[sl], device=cfg.device)
-                        c, f = teacher(torch.as_tensor(x[j:j + 128], device=cfg.device), a, s)
+                        c, f = teacher(torch.as_tensor(x[j:j + 128], device=cfg.device), a, s,
+                                       input_spl_db=torch.as_tensor(input_spl[sl], device=cfg.device))
                         if frames is None:
                             frames = np.zeros((len(df), f.shape[1]), np.float32)
                             if capture is not None:
@@ -223,7 +227,8 @@ def prepare_arrays(teacher, student, data_folder: Path, df, *, name: str, cfg: D
     ids = df["item_id"].tolist()
     targets = _cached(cache / f"teacher-{teacher_sha[:12]}-{name}.npz", ids, build_teacher, log)
     feats = _cached(cache / f"features-{_fixed_stage_key(student)}-{name}.npz", ids, build_features, log)
-    return {**feats, **targets, "audiogram": aud, "spl": spl, "label": df["haaqi"].to_numpy(np.float32)}
+    return {**feats, **targets, "audiogram": aud, "spl": spl, "input_spl": input_spl,
+            "label": df["haaqi"].to_numpy(np.float32)}
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -238,10 +243,12 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
     import torch
 
     from haaqinet.evaluate import agreement
-    from haaqinet.train import EarlyStopping, TrainConfig, _lr_lambda, predict_features, weight_average
+    from haaqinet.train import (EarlyStopping, TrainConfig, _lr_lambda, predict_features, weight_average,
+                                withhold_input_levels)
 
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
+    train = {**train, "input_spl": withhold_input_levels(train["input_spl"], cfg.withhold_input_level, cfg.seed)}
     tensors = {k: torch.as_tensor(v, device=device) for k, v in train.items()}
     n = len(tensors["label"])
     if n == 0:
@@ -269,7 +276,8 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
             for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 idx = idx.to(device)
                 clip, frames = student(None, tensors["audiogram"][idx], tensors["spl"][idx],
-                                       features=tensors["features"][idx].float())
+                                       features=tensors["features"][idx].float(),
+                                       input_spl_db=tensors["input_spl"][idx])
                 s_hidden = projection(capture.value) if use_hint else None
                 loss, parts = distill_loss(
                     clip, frames, tensors["t_clip"][idx], tensors["t_frames"][idx], tensors["label"][idx],
@@ -286,7 +294,7 @@ def fit_student(student, teacher_dim: int | None, train: dict, val: dict, cfg: D
                 for k, v in parts.items():
                     sums[k] += v * len(idx)
             judged = student if ema is None else ema.module
-            pred = predict_features(judged, val["features"], val["audiogram"], val["spl"],
+            pred = predict_features(judged, val["features"], val["audiogram"], val["spl"], val["input_spl"],
                                     batch_size=4 * cfg.batch_size, device=cfg.device)
             val_stats = agreement(val["label"], pred)
             val_teacher = agreement(val["t_clip"], pred)
@@ -388,6 +396,9 @@ def distill(data_folder: Path, out_path: Path, cfg: DistillConfig, *, log=logger
             f"from, so the hint term is off (hint_weight 0)")
         cfg = dataclasses.replace(cfg, hint_weight=0.0)
     args = copy.deepcopy(cfg.student_args)
+    if getattr(teacher, "input_level", False) and "input_level" not in args:
+        args["input_level"] = True
+        log(f"{tpath.name} takes the clean music's presentation level: so does the student")
     torch.manual_seed(cfg.seed)
     try:
         student = HAAQINet(**args).to(cfg.device)

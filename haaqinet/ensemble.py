@@ -64,6 +64,11 @@ class HAAQINetEnsemble(MeanOf):
     def stores_frontend_weights(self) -> bool:
         return True
 
+    @property
+    def input_level(self) -> bool:
+        """Whether every member takes the clean music's presentation level."""
+        return all(getattr(m, "input_level", False) for m in self.members)
+
     @classmethod
     def of(cls, networks: list[HAAQINet]) -> "HAAQINetEnsemble":
         """An ensemble holding copies of the weights of ``networks``."""

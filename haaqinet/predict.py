@@ -14,6 +14,9 @@ Inputs:
   derived from it: ``spl_db + 20 log10(rms(channel) / rms(file))``.
 * ``audiogram``: a built-in name, 8 dB HL values (``"10,20,30,40,50,60,60,60"``),
   or a :class:`~benchmark.audiogram.Audiogram`.
+* ``input_spl_db`` (optional): the RMS level in dB SPL at which the clean music
+  was presented to the hearing aid (``bench run --spl``); None or NaN where it is
+  not known. Networks trained with it (``input_level``) use it, others ignore it.
 
 Errors are :class:`~benchmark.errors.BenchError` (unreadable, silent, too-low
 sample rate, bad audiogram, missing or incompatible checkpoint).
@@ -146,8 +149,16 @@ class Predictor:
         self.model = load_checkpoint(path, map_location=device, frontend_path=frontend_path)
         self.runner = inference_model(self.model)
 
-    def predict_signals(self, signals: list[np.ndarray], audiograms: list, spl_db) -> np.ndarray:
+    @property
+    def uses_input_level(self) -> bool:
+        """Whether the network takes the clean music's presentation level (every member, for an ensemble)."""
+        return bool(getattr(self.model, "input_level", False))
+
+    def predict_signals(self, signals: list[np.ndarray], audiograms: list, spl_db,
+                        input_spl_db=None) -> np.ndarray:
         """Scores of 1-D 16-kHz signals (each one ear at its own level), float64 (n,).
+
+        ``input_spl_db``: optional, one clean-music presentation level per signal (NaN: unknown).
 
         Signals of equal length are batched together (no padding), so a score
         does not depend on what else is in the call.
@@ -156,6 +167,10 @@ class Predictor:
             return np.zeros(0)
         levels = np.stack([_audiogram(a) for a in audiograms])
         spl = np.asarray(spl_db, dtype=np.float32).reshape(-1)
+        inp = (np.full(len(signals), np.nan, np.float32) if input_spl_db is None
+               else np.asarray(input_spl_db, dtype=np.float32).reshape(-1))
+        if len(inp) != len(signals):
+            raise BenchError(f"{len(inp)} input levels for {len(signals)} signals")
         by_length: dict[int, list[int]] = {}
         for i, s in enumerate(signals):
             by_length.setdefault(int(s.size), []).append(i)
@@ -165,7 +180,7 @@ class Predictor:
                 idx = np.asarray(members[k:k + self.batch_size])
                 batch = np.stack([np.asarray(signals[j], dtype=np.float32) for j in idx])
                 out[idx] = predict_arrays(self.runner, batch, levels[idx], spl[idx], batch_size=len(idx),
-                                          device=self.device)
+                                          device=self.device, input_spl_db=inp[idx])
         return out
 
     def ears(self, signal: np.ndarray, sample_rate_hz: int, spl_db: float, what: str = "signal"):
@@ -190,23 +205,26 @@ class Predictor:
             out.append((ear, ch16, float(spl_db) + 20.0 * math.log10(r / total)))
         return out
 
-    def predict_file(self, path: str | Path, *, audiogram, spl_db: float) -> list[dict]:
+    def predict_file(self, path: str | Path, *, audiogram, spl_db: float,
+                     input_spl_db: float | None = None) -> list[dict]:
         """``[{"file", "ear", "haaqinet"}]``, one entry per ear of an audio file."""
-        return self.predict_files([path], audiogram=audiogram, spl_db=spl_db)
+        return self.predict_files([path], audiogram=audiogram, spl_db=spl_db, input_spl_db=input_spl_db)
 
-    def predict_files(self, paths, *, audiogram, spl_db: float) -> list[dict]:
-        """Every ear of every file, one audiogram and level for all."""
+    def predict_files(self, paths, *, audiogram, spl_db: float, input_spl_db: float | None = None) -> list[dict]:
+        """Every ear of every file, one audiogram and level (and clean-music level, if known) for all."""
+        input_spl_db = check_input_spl(input_spl_db)
         rows, signals = [], []
         for path in paths:
             for ear, x16, ear_spl in self._read(path, spl_db):
                 rows.append({"file": str(path), "ear": ear})
                 signals.append((x16, ear_spl))
         scores = self.predict_signals([s for s, _ in signals], [audiogram] * len(signals),
-                                      [v for _, v in signals])
+                                      [v for _, v in signals], [input_spl_db] * len(signals))
         return [{**r, "haaqinet": float(v)} for r, v in zip(rows, scores)]
 
     def predict_manifest(self, table, *, base_dir: str | Path | None = None):
-        """A manifest DataFrame (``file``, ``audiogram``, ``spl_db``) with a ``haaqinet`` column added.
+        """A manifest DataFrame (``file``, ``audiogram``, ``spl_db``, optionally ``input_spl_db``: the clean
+        music's presentation level, blank where unknown) with a ``haaqinet`` column added.
 
         A stereo file's score is the mean of its two ears; ``haaqinet_left`` and
         ``haaqinet_right`` hold the ears. Rows keep their order. Relative file
@@ -217,17 +235,20 @@ class Predictor:
         missing = {"file", "audiogram", "spl_db"} - set(table.columns)
         if missing:
             raise BenchError(f"manifest lacks the columns {sorted(missing)} (needs file, audiogram, spl_db)")
-        signals, audiograms, levels, owner = [], [], [], []
-        for i, row in enumerate(table.itertuples(index=False)):
+        signals, audiograms, levels, inputs, owner = [], [], [], [], []
+        input_col = table["input_spl_db"] if "input_spl_db" in table.columns else [None] * len(table)
+        for i, (row, input_spl) in enumerate(zip(table.itertuples(index=False), input_col)):
             _audiogram(row.audiogram)  # fail early on a bad audiogram
+            input_spl = check_input_spl(input_spl, what=f"manifest row {i + 1}: input_spl_db")
             path = Path(str(row.file))
             path = path if path.is_absolute() or base_dir is None else Path(base_dir) / path
             for ear, x16, ear_spl in self._read(path, float(row.spl_db)):
                 signals.append(x16)
                 audiograms.append(row.audiogram)
                 levels.append(ear_spl)
+                inputs.append(input_spl)
                 owner.append((i, ear))
-        scores = self.predict_signals(signals, audiograms, levels)
+        scores = self.predict_signals(signals, audiograms, levels, inputs)
         per = {}
         for (i, ear), v in zip(owner, scores):
             per.setdefault(i, {})[ear] = float(v)
@@ -244,6 +265,24 @@ class Predictor:
         check_spl(spl_db)
         signal, rate = read_audio(path)
         return self.ears(signal, rate, spl_db, what=str(path))
+
+
+def check_input_spl(value, what: str = "input_spl_db") -> float:
+    """A clean-music presentation level in dB SPL, or NaN for None, NaN or a blank: unknown."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return math.nan
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise BenchError(f"{what} must be a level in dB SPL or blank (unknown), got {value!r}") from None
+    if math.isnan(level):
+        return level
+    from benchmark.calibration import check_spl
+
+    try:
+        return check_spl(level)
+    except BenchError as exc:
+        raise BenchError(f"{what}: {exc}") from None
 
 
 def read_manifest(path: str | Path):

@@ -248,8 +248,11 @@ def gap_interval(df, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
 
 def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_DB, seed: int = 0,
               split: str = "test", workers: int = 1, haaqi_backend: str | None = None, device: str = "cpu",
-              progress=None, log=print):
+              progress=None, log=print, input_level: bool = True):
     """Build (or load) the study set and evaluate every checkpoint on it.
+
+    ``input_level``: networks that take the clean music's presentation level get the study's level (as
+    ``bench run`` gives its ``--spl``); False: they judge with it unknown.
 
     Returns:
         dict: ``info`` (study set), ``table`` (long DataFrame of all checkpoints), ``checkpoints``
@@ -265,20 +268,24 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
                                    workers=workers, haaqi_backend=haaqi_backend, progress=progress, log=log)
     audiograms = np.asarray(table["audiogram_db_hl"].tolist(), dtype=np.float32)
     spl_in = table["judged_db_spl"].to_numpy(np.float32)
+    music_spl = table["spl_db"].to_numpy(np.float32) if input_level else np.full(len(table), np.nan, np.float32)
     tables, out = [], {}
     for ck in checkpoints:
         path = resolve_checkpoint(ck)
         model = load_checkpoint(path, map_location=device)
         label = str(ck) if str(ck) in CHECKPOINT_NAMES else path.name
         t0 = time.perf_counter()
-        pred = predict_arrays(model, x16, audiograms, spl_in, batch_size=32, device=device)
+        pred = predict_arrays(model, x16, audiograms, spl_in, batch_size=32, device=device, input_spl_db=music_spl)
         df = table.assign(haaqinet=pred)
         t = study_table(df, label=label)
         tables.append(t)
         table[f"haaqinet:{label}"] = pred
         out[label] = {"path": str(path), "file": path.name,
                       "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12],
-                      "n_parameters": count_parameters(model), "predict_seconds": round(time.perf_counter() - t0, 1),
+                      "n_parameters": count_parameters(model),
+                      "input_level": "given" if getattr(model, "input_level", False) and input_level else
+                      ("withheld" if getattr(model, "input_level", False) else "not an input"),
+                      "predict_seconds": round(time.perf_counter() - t0, 1),
                       "summary": summarise(t, df)}
         s = out[label]["summary"]
         verdict = "met" if s["goal_met"] else "missed"
@@ -310,7 +317,8 @@ def format_markdown(result: dict, *, command: str, git_sha: str | None, plot_nam
              f"equalisation 2; data recipe {info['recipe_sha256_16']}; study key {info['key']}",
              f"- source commit: {git_sha or 'unknown'}"]
     for label, c in result["checkpoints"].items():
-        lines.append(f"- checkpoint `{label}`: {c['file']} sha256 {c['sha256_12']}, {c['n_parameters']:,} parameters")
+        lines.append(f"- checkpoint `{label}`: {c['file']} sha256 {c['sha256_12']}, {c['n_parameters']:,} parameters; "
+                     f"the clean music's presentation level: {c.get('input_level', 'not an input')}")
     lines += ["", "## Summary", "", "| checkpoint | best level (LCC) | worst level (LCC) | gap | goal <= "
               f"{GOAL_GAP} | gap 95 % interval | resamples within goal | pooled LCC | pooled SRCC | pooled MSE |",
               "|---|---|---|---|---|---|---|---|---|---|"]

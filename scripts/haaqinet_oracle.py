@@ -112,7 +112,7 @@ def level_columns(spl_db, known) -> np.ndarray:
 
 def stacked(model, folder, recipe, df, workers, mode, known=None):
     """(judged maps | extra channels, audiograms, judged levels, labels) of ``df``'s items."""
-    feats, a, s, y = _arrays(folder, df, workers, model=model)
+    feats, a, s, y = _arrays(folder, df, workers, model=model)[:4]
     if mode == "level-cond":
         known = np.ones(len(df), bool) if known is None else known
         return feats, np.concatenate([a, level_columns(df["spl_db"], known)], axis=1), s, y
