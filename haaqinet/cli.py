@@ -218,6 +218,8 @@ def evaluate(
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
     predictions: Optional[Path] = typer.Option(None, help="Write per-item predictions (CSV) here."),
+    input_level: bool = typer.Option(True, help="Give networks that take it each item's clean-music "
+                                     "presentation level; --no-input-level judges them with it unknown."),
 ) -> None:
     """LCC, SRCC, MSE and Kendall's tau against HAAQI, overall and per split, SPL band and severity."""
     from haaqinet.evaluate import EVAL_SPLITS, format_report
@@ -226,7 +228,8 @@ def evaluate(
 
     try:
         rep, table = run_evaluation(checkpoint or DEFAULT_CHECKPOINT, data, splits=tuple(split) or EVAL_SPLITS,
-                                    device=device, workers=workers, progress=_progress("inputs regenerated"))
+                                    device=device, workers=workers, progress=_progress("inputs regenerated"),
+                                    input_level=input_level)
     except BenchError as exc:
         _fail(exc)
     typer.echo(format_report(rep))

@@ -168,3 +168,15 @@ def test_bench_run_gives_each_ear_the_clean_music_level(monkeypatch):
     assert set(out) == {("nalr", "left"), ("nalr", "right")}
     np.testing.assert_allclose(seen["input"], [calibration.db_spl(music[0]), calibration.db_spl(music[1])])
     assert seen["input"][0] - seen["input"][1] == pytest.approx(6.02, abs=0.1)
+
+
+def test_evaluate_judges_with_the_level_given_or_withheld(level_teacher, tmp_path):
+    folder, ckpt = level_teacher
+    mse = {}
+    for flag in ("--input-level", "--no-input-level"):
+        out = tmp_path / f"{flag}.json"
+        res = CliRunner().invoke(app, ["evaluate", "--data", str(folder), "--checkpoint", str(ckpt), "--split", "test",
+                                       flag, "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        mse[flag] = json.loads(out.read_text())["per_split"]["test"]["mse"]
+    assert mse["--input-level"] != mse["--no-input-level"]
