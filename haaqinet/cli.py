@@ -327,6 +327,9 @@ def distill(
     max_train_items: Optional[int] = typer.Option(None, help="Use a seeded sample of this many training items."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     workers: int = typer.Option(1, help="Processes that regenerate uncached inputs."),
+    withhold_input_level: float = typer.Option(0.25, help="Teachers that take the clean music's presentation "
+                                               "level: the share of training items (fixed, seeded) on which the "
+                                               "student is trained with it unknown."),
     seed: int = typer.Option(0),
 ) -> None:
     """Distil a small student from a teacher checkpoint (docs/haaqinet-distill.md); evaluate both side by side."""
@@ -344,7 +347,8 @@ def distill(
         cfg = DistillConfig(teacher=teacher, student_args=args, alpha=alpha, frame_weight=frame_weight,
                             hint_weight=hint_weight, ema=ema, epochs=epochs, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, patience=patience, max_seconds=max_seconds,
-                            max_train_items=max_train_items, device=device, workers=workers, seed=seed)
+                            max_train_items=max_train_items, device=device, workers=workers, seed=seed,
+                            withhold_input_level=withhold_input_level)
         _, metrics = run_distillation(data, out, cfg, log=_echo)
     except BenchError as exc:
         _fail(exc)
