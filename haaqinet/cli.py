@@ -212,8 +212,8 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
-                                              "student [default: the ensemble]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the teacher) / ensemble / "
+                                              "student [default: the teacher]."),
     split: List[str] = typer.Option([], help="Splits to evaluate [default: test, unseen-conditions, val, train]."),
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
@@ -251,8 +251,8 @@ def predict(
     manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db and optionally "
                                             "input_spl_db (blank: unknown)."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
-                                              "student [default: the ensemble]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the teacher) / ensemble / "
+                                              "student [default: the teacher]."),
     device: str = typer.Option("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, ear, haaqinet}."),
 ) -> None:
@@ -263,8 +263,13 @@ def predict(
         if manifest is None and not files:
             raise BenchError("give audio files, or --manifest items.csv")
         predictor = Predictor(checkpoint, device=device)
-        if input_spl is not None and not predictor.uses_input_level:
-            _echo(f"note: {predictor.checkpoint.name} does not take the clean music's level; --input-spl is unused")
+        given = input_spl is not None or (manifest is not None and "input_spl_db" in read_manifest(manifest)[0])
+        if given and not predictor.uses_input_level:
+            _echo(f"note: {predictor.checkpoint.name} does not take the clean music's level; it is unused")
+        if not given and predictor.uses_input_level:
+            _echo(f"note: {predictor.checkpoint.name} is more accurate given the level at which the clean music "
+                  f"was presented to the hearing aid (--input-spl, or a manifest column input_spl_db); without "
+                  f"it, --checkpoint ensemble is slightly more accurate (docs/haaqinet.md)")
         if manifest is not None:
             table, base = read_manifest(manifest)
             scores = predictor.predict_manifest(table, base_dir=base)
@@ -436,7 +441,7 @@ def finetune(
 def spl_study(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
     checkpoint: List[str] = typer.Option([], help="Checkpoint(s) to evaluate, path or name, repeatable "
-                                         "[default: default, the ensemble]."),
+                                         "[default: default, the teacher]."),
     n_groups: int = typer.Option(25, help="Groups (of 4 items each) to relabel at every level."),
     split: str = typer.Option("test", help="Split the groups come from: test (published figures) or val "
                               "(for choosing between models without looking at the test split)."),

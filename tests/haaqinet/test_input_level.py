@@ -123,7 +123,7 @@ def test_predict_takes_the_level_as_an_option_and_a_manifest_column(level_teache
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "a.wav", 0.1 * np.sin(2 * np.pi * 440 * t) * (1 + 0.5 * np.sin(3 * t)), 16000)
     p = Predictor(ckpt)
-    assert p.uses_input_level and not Predictor("student").uses_input_level
+    assert p.uses_input_level and not Predictor("ensemble").uses_input_level
     score = {lv: p.predict_file(tmp_path / "a.wav", audiogram="N3", spl_db=70, input_spl_db=lv)[0]["haaqinet"]
              for lv in (None, 50.0, 80.0)}
     assert len(set(score.values())) == 3

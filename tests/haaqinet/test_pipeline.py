@@ -187,13 +187,14 @@ def test_the_shipped_checkpoints_load_and_the_default_scores_a_file(tmp_path):
 
     if not (DEFAULT_CHECKPOINT.is_file() and TEACHER_CHECKPOINT.is_file()):
         pytest.skip("no shipped checkpoint in this checkout")
-    assert DEFAULT_CHECKPOINT == ENSEMBLE_CHECKPOINT != TEACHER_CHECKPOINT
-    for path in (TEACHER_CHECKPOINT, DEFAULT_CHECKPOINT):
+    assert DEFAULT_CHECKPOINT == TEACHER_CHECKPOINT != ENSEMBLE_CHECKPOINT
+    for path in (TEACHER_CHECKPOINT, ENSEMBLE_CHECKPOINT):
         side = json.loads(path.with_name(path.name + ".json").read_text())
         assert {"test", "unseen-conditions", "val"} <= set(side["metrics"]["per_split"])
     teacher = json.loads(TEACHER_CHECKPOINT.with_name(TEACHER_CHECKPOINT.name + ".json").read_text())
     assert teacher["extra"]["hardware"]["device"] and teacher["extra"]["data"]["data_version"] == data.DATA_VERSION
     assert side["model_name"] == "HAAQINetEnsemble" and len(side["extra"]["members"]) >= 2
-    rows = Predictor().predict_file(_write(tmp_path / "s.wav", _tone(44100, 2.0, channels=2), 44100),
-                                    audiogram="N3", spl_db=65)
+    assert teacher["model_args"]["input_level"] is True
+    wav = _write(tmp_path / "s.wav", _tone(44100, 2.0, channels=2), 44100)
+    rows = Predictor().predict_file(wav, audiogram="N3", spl_db=65, input_spl_db=65)
     assert [r["ear"] for r in rows] == ["left", "right"] and all(0 < r["haaqinet"] < 1 for r in rows)
