@@ -170,7 +170,7 @@ class _Units:
 
         from benchmark.audio_io import read_audio
 
-        self.rows, self.inputs, self.audiogram, self.spl = [], [], [], []
+        self.rows, self.inputs, self.audiogram, self.spl, self.input_spl = [], [], [], [], []
         cache = {}
         for i, row in enumerate(table.to_dict("records")):
             key = (row["path"], float(row["spl_db"]))
@@ -182,11 +182,13 @@ class _Units:
                 self.inputs.append(x16)
                 self.audiogram.append(row["audiogram_db_hl"])
                 self.spl.append(ear_spl)
+                self.input_spl.append(row.get("input_spl_db", np.nan))
             if progress:
                 progress(i + 1, len(table))
         self.rows = np.asarray(self.rows)
         self.audiogram = np.asarray(self.audiogram, dtype=np.float32)
         self.spl = np.asarray(self.spl, dtype=np.float32)
+        self.input_spl = np.asarray(self.input_spl, dtype=np.float32)  # the clean music's level; NaN: unknown
         self.use_features = hasattr(model.frontend, "precompute")
         if self.use_features:  # the fixed stage once, per unit (lengths may differ)
             model.eval()
@@ -242,9 +244,10 @@ class _Units:
         x = torch.stack([self.inputs[u] for u in idx]).to(device)
         a = torch.as_tensor(self.audiogram[idx], device=device)
         s = torch.as_tensor(self.spl[idx], device=device)
+        li = torch.as_tensor(self.input_spl[idx], device=device)
         if self.use_features:
-            return model(None, a, s, features=x.float())
-        return model(x, a, s)
+            return model(None, a, s, features=x.float(), input_spl_db=li)
+        return model(x, a, s, input_spl_db=li)
 
     def predict_rows(self, model, units, n_rows: int, device, batch_size: int = 64) -> np.ndarray:
         """Per-row predictions (mean over the row's ears); rows without units are NaN."""

@@ -13,7 +13,7 @@ states of width D at T frames, and the default sizes::
       --Linear(256 -> 1), sigmoid--> frame scores (B, T)
       --mean over (valid) frames--> clip score (B,)
 
-Conditioning inputs, both normalised so they are O(1) like the features:
+Conditioning inputs, normalised so they are O(1) like the features:
 
 * ``audiogram_db_hl``: (B, 8) hearing thresholds in dB HL at
   :data:`AUDIOGRAM_FREQUENCIES_HZ`, divided by :data:`AUDIOGRAM_SCALE_DB` (100).

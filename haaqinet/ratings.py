@@ -2,7 +2,7 @@
 
 The format (``docs/haaqinet-finetune.md``), one row per rating::
 
-    file,audiogram,spl_db,score[,listener][,scale]
+    file,audiogram,spl_db,score[,listener][,scale][,input_spl_db]
     stimuli/a.wav,N3,65,3.8,L01,mos
     stimuli/b.flac,"10,20,30,40,50,60,60,60",72.5,61,L02,mushra
 
@@ -11,7 +11,9 @@ The format (``docs/haaqinet-finetune.md``), one row per rating::
 * ``audiogram``: a built-in name (``N3``, ``NH``, ...) or 8 dB HL values at 250..8000 Hz, the rater's ear;
 * ``spl_db``: the RMS presentation level of the file in dB SPL (20-110);
 * ``score``: the rating on the declared scale;
-* ``listener`` (optional): the rater, kept for reporting; ``scale`` (optional): the scale of every row.
+* ``listener`` (optional): the rater, kept for reporting; ``scale`` (optional): the scale of every row;
+* ``input_spl_db`` (optional; blank: unknown): the level in dB SPL at which the clean music was presented to
+  the hearing aid that made the file, for networks that take it (``docs/haaqinet.md``).
 
 The scale is declared, by ``--scale`` or a ``scale`` column holding one value: ``mos`` (1-5) or ``mushra``
 (0-100). Scores are mapped to 0-1: ``(score - 1) / 4`` and ``score / 100``.
@@ -32,7 +34,7 @@ import numpy as np
 from benchmark.errors import BenchError
 
 REQUIRED_COLUMNS = ("file", "audiogram", "spl_db", "score")
-OPTIONAL_COLUMNS = ("listener", "scale")
+OPTIONAL_COLUMNS = ("listener", "scale", "input_spl_db")
 #: scale name -> (lowest score, highest score, description)
 SCALES = {"mos": (1.0, 5.0, "1-5 MOS"), "mushra": (0.0, 100.0, "0-100 MUSHRA-like")}
 SCALE_ALIASES = {"mos": "mos", "mos5": "mos", "1-5": "mos", "acr": "mos",
@@ -124,9 +126,16 @@ def read_ratings(path: str | Path, *, scale: str | None = None, check_files: boo
                          f"or a scale column")
     scale_name = declared.pop()
     lo, hi, desc = SCALES[scale_name]
-    problems, levels, scores, files = [], [], [], []
+    from haaqinet.predict import check_input_spl
+
+    problems, levels, scores, files, inputs = [], [], [], [], []
     for i, row in enumerate(table.to_dict("records")):
         line = i + 2  # the header is line 1
+        try:
+            inputs.append(check_input_spl(row.get("input_spl_db"), what=f"line {line}: input_spl_db"))
+        except BenchError as exc:
+            problems.append(str(exc))
+            inputs.append(math.nan)
         text = row["score"].strip()
         try:
             score = float(text)
@@ -163,6 +172,7 @@ def read_ratings(path: str | Path, *, scale: str | None = None, check_files: boo
     _raise(problems, path)
     out = table.copy()
     out["spl_db"] = out["spl_db"].astype(float)
+    out["input_spl_db"] = np.asarray(inputs, dtype=float)
     out["score"] = np.asarray(scores, dtype=float)
     out["path"] = files
     out["audiogram_db_hl"] = levels
@@ -234,7 +244,7 @@ def synthesise_ratings(data_folder: str | Path, out: str | Path, *, n_items: int
         sf.write(str(out / name), x[i] * gain, data.MODEL_RATE_HZ, subtype="PCM_16")
         rows.append({"file": name, "audiogram": ",".join(f"{v:g}" for v in row["audiogram_db_hl"]),
                      "spl_db": round(float(row["judged_db_spl"]), 2), "score": float(score[i]),
-                     "listener": row["audiogram"], "scale": "mos"})
+                     "listener": row["audiogram"], "scale": "mos", "input_spl_db": float(row["spl_db"])})
     import pandas as pd
 
     csv = out / "ratings.csv"

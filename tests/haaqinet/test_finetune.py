@@ -42,6 +42,10 @@ def test_a_valid_csv_maps_scores_to_unit_range(stimuli):
     table, scale = read_ratings(_csv(stimuli, mushra, "m.csv"))
     assert scale == "mushra" and list(table["target"]) == [0.8, 0.05]
     assert to_unit([1, 3, 5], "mos").tolist() == [0, 0.5, 1] and from_unit([0.5], "mushra")[0] == 50
+    assert table["input_spl_db"].isna().all()   # the optional clean-music level: unknown without the column
+    table, _ = read_ratings(_csv(stimuli, [{**GOOD[0], "input_spl_db": 60}, {**GOOD[1], "input_spl_db": ""}],
+                                 "i.csv"), scale="mos")
+    assert table["input_spl_db"].iloc[0] == 60 and np.isnan(table["input_spl_db"].iloc[1])
 
 
 @pytest.mark.parametrize("change, scale, message", [
@@ -58,6 +62,8 @@ def test_a_valid_csv_maps_scores_to_unit_range(stimuli):
     (lambda r: [{**r[0], "audiogram": "10,20,30"}, r[1]], "mos", r"line 2: audiogram '10,20,30' has 3 values"),
     (lambda r: [{**r[0], "spl_db": 150}, r[1]], "mos", r"line 2: SPL 150.0 dB is out of range"),
     (lambda r: [{**r[0], "spl_db": "loud"}, r[1]], "mos", r"line 2: spl_db 'loud' is not a number"),
+    (lambda r: [{**r[0], "input_spl_db": "x"}, r[1]], "mos", r"line 2: input_spl_db must be a level"),
+    (lambda r: [{**r[0], "input_spl_db": 200}, r[1]], "mos", r"line 2: input_spl_db: SPL 200.0 dB is out of range"),
 ])
 def test_invalid_ratings_give_clear_errors(stimuli, change, scale, message):
     with pytest.raises(BenchError, match=message):

@@ -180,3 +180,24 @@ def test_evaluate_judges_with_the_level_given_or_withheld(level_teacher, tmp_pat
         assert res.exit_code == 0, res.output
         mse[flag] = json.loads(out.read_text())["per_split"]["test"]["mse"]
     assert mse["--input-level"] != mse["--no-input-level"]
+
+
+def test_finetuning_gives_the_ratings_level_to_the_network(level_teacher, tmp_path):
+    from haaqinet.checkpoint import load_checkpoint
+    from haaqinet.finetune import _Units
+    from haaqinet.predict import Predictor
+    from haaqinet.ratings import read_ratings
+
+    _, ckpt = level_teacher
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "a.wav", 0.1 * np.sin(2 * np.pi * 440 * t), 16000)
+    pd.DataFrame({"file": ["a.wav"] * 3, "audiogram": ["N3"] * 3, "spl_db": [70] * 3, "score": [3, 3, 3],
+                  "input_spl_db": [50, 80, ""]}).to_csv(tmp_path / "r.csv", index=False)
+    table, _ = read_ratings(tmp_path / "r.csv", scale="mos")
+    model = load_checkpoint(ckpt)
+    units = _Units(model, table, Predictor(ckpt), "cpu")
+    pred = units.predict_rows(model, np.arange(3), 3, "cpu")
+    want = [Predictor(ckpt).predict_file(tmp_path / "a.wav", audiogram="N3", spl_db=70, input_spl_db=v)[0]["haaqinet"]
+            for v in (50.0, 80.0, None)]
+    np.testing.assert_allclose(pred, want, atol=1e-5)
+    assert len(set(np.round(pred, 6))) == 3
