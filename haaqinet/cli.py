@@ -263,15 +263,15 @@ def predict(
         if manifest is None and not files:
             raise BenchError("give audio files, or --manifest items.csv")
         predictor = Predictor(checkpoint, device=device)
-        given = input_spl is not None or (manifest is not None and "input_spl_db" in read_manifest(manifest)[0])
+        table, base = read_manifest(manifest) if manifest is not None else (None, None)
+        given = input_spl is not None or (table is not None and "input_spl_db" in table.columns)
         if given and not predictor.uses_input_level:
             _echo(f"note: {predictor.checkpoint.name} does not take the clean music's level; it is unused")
         if not given and predictor.uses_input_level:
             _echo(f"note: {predictor.checkpoint.name} is more accurate given the level at which the clean music "
                   f"was presented to the hearing aid (--input-spl, or a manifest column input_spl_db); without "
                   f"it, --checkpoint ensemble is slightly more accurate (docs/haaqinet.md)")
-        if manifest is not None:
-            table, base = read_manifest(manifest)
+        if table is not None:
             scores = predictor.predict_manifest(table, base_dir=base)
             if out:
                 scores.to_csv(out, index=False)

@@ -137,6 +137,9 @@ def test_predict_takes_the_level_as_an_option_and_a_manifest_column(level_teache
                                    "--input-spl", "80", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[0]["haaqinet"] == pytest.approx(score[80.0], abs=1e-6)
+    assert "note:" not in res.output
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "a.wav"), "--checkpoint", str(ckpt), "--json"])
+    assert res.exit_code == 0 and "more accurate given the level" in res.output
     pd.DataFrame({"file": ["a.wav"], "audiogram": ["N3"], "spl_db": [70], "input_spl_db": ["loud"]}).to_csv(
         tmp_path / "bad.csv", index=False)
     res = CliRunner().invoke(app, ["predict", "--manifest", str(tmp_path / "bad.csv"), "--checkpoint", str(ckpt)])
