@@ -74,6 +74,7 @@ def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration,
         from haaqinet.predict import to_16k
 
         predictor = _predictor(inp.haaqinet_checkpoint)
+        music_db_spl = [calibration.db_spl(channel) for channel in music]  # one per ear, shared by the processors
         signals, audiograms, levels, input_levels = [], [], [], []
         for pid, ear in keys:
             ch = inp.job.ears.index(ear)
@@ -81,7 +82,7 @@ def _haaqinet(inp: JobInput, outputs: dict, rate: int, calibration: Calibration,
             signals.append(to_16k(channel[None, :], rate)[0])
             audiograms.append(inp.listener.ear(ear))
             levels.append(calibration.db_spl(channel))
-            input_levels.append(calibration.db_spl(music[ch]))
+            input_levels.append(music_db_spl[ch])
         return dict(zip(keys, predictor.predict_signals(signals, audiograms, levels, input_levels)))
     except Exception as exc:  # HAAQI-Net failing never hides the HAAQI score
         return {k: exc for k in keys}

@@ -283,8 +283,8 @@ def run_study(checkpoints, data_folder: Path, *, n_groups: int = 25, spls=SPLS_D
         out[label] = {"path": str(path), "file": path.name,
                       "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12],
                       "n_parameters": count_parameters(model),
-                      "input_level": "given" if getattr(model, "input_level", False) and input_level else
-                      ("withheld" if getattr(model, "input_level", False) else "not an input"),
+                      "input_level": ("given" if input_level else "withheld") if getattr(model, "input_level", False)
+                      else "not an input",
                       "predict_seconds": round(time.perf_counter() - t0, 1),
                       "summary": summarise(t, df)}
         s = out[label]["summary"]

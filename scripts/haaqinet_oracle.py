@@ -36,7 +36,8 @@ from torch import nn
 from haaqinet import data, spl_study
 from haaqinet.evaluate import agreement
 from haaqinet.model import HAAQINet
-from haaqinet.train import FEATURE_CHUNK, TrainConfig, _arrays, fit, precompute_features, predict_features
+from haaqinet.train import (FEATURE_CHUNK, TrainConfig, _arrays, fit, precompute_features, predict_features,
+                            withhold_input_levels)
 
 SPLITS = ("val", "test", "unseen-conditions")
 
@@ -170,7 +171,7 @@ def main() -> None:
     model = widened_model(cfg.seed, args.mode)
     t0 = time.perf_counter()
     train_df = data.load_labels(folder, splits=["train"])
-    known = np.random.default_rng([cfg.seed, 61]).random(len(train_df)) >= HIDDEN_SHARE
+    known = ~np.isnan(withhold_input_levels(train_df["spl_db"].to_numpy(np.float32), HIDDEN_SHARE, cfg.seed))
     train = stacked(model, folder, recipe, train_df, args.workers, args.mode, known)
     folder, recipe = args.eval_data or folder, data.read_recipe(args.eval_data or folder)
     held = {sp: (data.load_labels(folder, splits=[sp]),) for sp in SPLITS}
