@@ -81,7 +81,7 @@ def run(
     haaqinet: bool = typer.Option(True, "--haaqinet/--no-haaqinet",
                                   help="Also predict each output with HAAQI-Net."),
     haaqinet_checkpoint: Optional[str] = typer.Option(None, help="HAAQI-Net checkpoint: a path, or "
-                                                      "default (the shipped teacher), ensemble or student."),
+                                                      "default (the shipped ensemble), teacher or student."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     run_id: Optional[str] = typer.Option(None, help="Run folder name [default: from the config]."),
     retry_errors: bool = typer.Option(False, help="Rerun trials that failed before."),
@@ -244,7 +244,7 @@ def _write_run_outputs(table, run_dir: Path):
 def rescore(
     run_id: str = typer.Argument(..., help="Run folder name under --results."),
     haaqinet_checkpoint: str = typer.Option("default", help="HAAQI-Net checkpoint: a path, or default "
-                                            "(the shipped teacher), ensemble or student."),
+                                            "(the shipped ensemble), teacher or student."),
     results: Path = typer.Option(Path("results"), help="Parent folder of run folders."),
     workers: int = typer.Option(os.cpu_count() or 1, help="Worker processes (0 = in-process)."),
 ) -> None:

@@ -212,8 +212,8 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the teacher) / ensemble / "
-                                              "student [default: the teacher]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
+                                              "student [default: the ensemble]."),
     split: List[str] = typer.Option([], help="Splits to evaluate [default: test, unseen-conditions, val, train]."),
     device: str = typer.Option("cpu"), workers: int = typer.Option(1),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
@@ -251,8 +251,8 @@ def predict(
     manifest: Optional[Path] = typer.Option(None, help="CSV with columns file, audiogram, spl_db and optionally "
                                             "input_spl_db (blank: unknown)."),
     out: Optional[Path] = typer.Option(None, help="Output CSV for --manifest."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the teacher) / ensemble / "
-                                              "student [default: the teacher]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint path, or default (the ensemble) / teacher / "
+                                              "student [default: the ensemble]."),
     device: str = typer.Option("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, ear, haaqinet}."),
 ) -> None:
@@ -270,7 +270,7 @@ def predict(
         if not given and predictor.uses_input_level:
             _echo(f"note: {predictor.checkpoint.name} is more accurate given the level at which the clean music "
                   f"was presented to the hearing aid (--input-spl, or a manifest column input_spl_db); without "
-                  f"it, --checkpoint ensemble is slightly more accurate (docs/haaqinet.md)")
+                  f"it, it is less accurate (docs/haaqinet.md)")
         if table is not None:
             scores = predictor.predict_manifest(table, base_dir=base)
             if out:
@@ -441,7 +441,7 @@ def finetune(
 def spl_study(
     data: Path = typer.Option(..., help="Data set folder made by make-data."),
     checkpoint: List[str] = typer.Option([], help="Checkpoint(s) to evaluate, path or name, repeatable "
-                                         "[default: default, the teacher]."),
+                                         "[default: default, the ensemble]."),
     n_groups: int = typer.Option(25, help="Groups (of 4 items each) to relabel at every level."),
     split: str = typer.Option("test", help="Split the groups come from: test (published figures) or val "
                               "(for choosing between models without looking at the test split)."),

@@ -36,12 +36,12 @@ from benchmark.errors import AudioError, BenchError
 TEACHER_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 #: The shipped distilled student (docs/haaqinet-distill.md).
 STUDENT_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
-#: The shipped ensemble: the mean of four networks of session 14 that do not take the clean music's level
-#: (``haaqinet/ensemble.py``); the most accurate shipped predictor where that level is not known.
+#: The shipped ensemble: the mean of two networks that take the clean music's level, the teacher and another
+#: seed of its recipe (``haaqinet/ensemble.py``, docs/haaqinet-data.md, session 17).
 ENSEMBLE_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-ensemble.pt")
-#: The checkpoint used where none is named: the most accurate shipped one where the clean music's level is
-#: known (``bench run`` always knows it).
-DEFAULT_CHECKPOINT = TEACHER_CHECKPOINT
+#: The checkpoint used where none is named: the most accurate shipped one, with the clean music's level known
+#: (``bench run`` always knows it) or not.
+DEFAULT_CHECKPOINT = ENSEMBLE_CHECKPOINT
 #: Names accepted wherever a checkpoint path is (``--checkpoint student``, ``--haaqinet-checkpoint student``).
 CHECKPOINT_NAMES = {"default": DEFAULT_CHECKPOINT, "teacher": TEACHER_CHECKPOINT, "student": STUDENT_CHECKPOINT,
                     "ensemble": ENSEMBLE_CHECKPOINT}
@@ -54,8 +54,8 @@ SILENCE_RMS = 1e-5
 def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
     """The file of a checkpoint given by path or by name.
 
-    ``None``, ``"default"`` and ``"teacher"`` are the shipped single network ``haaqinet-auditory.pt``;
-    ``"ensemble"`` is ``haaqinet-auditory-ensemble.pt``; ``"student"`` is the distilled
+    ``None``, ``"default"`` and ``"ensemble"`` are the shipped ensemble ``haaqinet-auditory-ensemble.pt``;
+    ``"teacher"`` is the single network ``haaqinet-auditory.pt``; ``"student"`` is the distilled
     ``haaqinet-auditory-student.pt``. An existing file always wins over a name.
     """
     if checkpoint is None:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None,
                         help="HAAQI-Net checkpoint: a path or a name (default, teacher, student, ensemble) "
-                        "[default: default, the teacher]")
+                        "[default: default, the ensemble]")
     parser.add_argument("--length", type=float, default=10.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)

@@ -46,7 +46,7 @@ def test_tiny_sweep_end_to_end(tmp_path, audio_folder):
     assert (run_dir / "plots" / "heatmap_processor_audiogram.png").stat().st_size > 1000
     # HAAQI-Net beside HAAQI, with an agreement section and scatter plot
     assert table["haaqinet"].between(0, 1).all() and (table["haaqinet_error"] == "").all()
-    assert table["haaqinet_checkpoint"].str.startswith("haaqinet-auditory.pt@").all()   # the default: the teacher
+    assert table["haaqinet_checkpoint"].str.startswith("haaqinet-auditory-ensemble.pt@").all()   # the default
     assert "## Agreement of HAAQI-Net with HAAQI" in board and "System level" in board
     assert (run_dir / "plots" / "agreement_haaqinet_vs_haaqi.png").stat().st_size > 1000
     # rerun: resumes, nothing new, bit-identical table

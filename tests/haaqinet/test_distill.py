@@ -76,8 +76,8 @@ def test_checkpoint_names_resolve(tmp_path, monkeypatch):
                                   resolve_checkpoint)
 
     assert resolve_checkpoint(None) == DEFAULT_CHECKPOINT == resolve_checkpoint("default")
-    assert resolve_checkpoint("teacher") == TEACHER_CHECKPOINT == DEFAULT_CHECKPOINT
-    assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT
+    assert resolve_checkpoint("teacher") == TEACHER_CHECKPOINT != DEFAULT_CHECKPOINT
+    assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT == DEFAULT_CHECKPOINT
     assert resolve_checkpoint("student") == STUDENT_CHECKPOINT
     assert resolve_checkpoint(tmp_path / "student") == tmp_path / "student"  # a path stays a path
     monkeypatch.chdir(tmp_path)

@@ -87,15 +87,17 @@ def test_ensemble_command_writes_an_evaluated_checkpoint_that_predicts(toy_teach
     assert res.exit_code == 2 and "exists" in res.output
 
 
-def test_the_shipped_ensemble_records_its_members_and_is_not_the_default():
-    from haaqinet.predict import DEFAULT_CHECKPOINT, ENSEMBLE_CHECKPOINT, resolve_checkpoint
+def test_the_shipped_ensemble_is_the_default_and_the_mean_of_the_teacher_and_another_network():
+    from haaqinet.predict import DEFAULT_CHECKPOINT, ENSEMBLE_CHECKPOINT, TEACHER_CHECKPOINT, resolve_checkpoint
 
-    assert resolve_checkpoint("ensemble") == ENSEMBLE_CHECKPOINT != DEFAULT_CHECKPOINT
+    assert resolve_checkpoint("ensemble") == resolve_checkpoint(None) == DEFAULT_CHECKPOINT == ENSEMBLE_CHECKPOINT
     ens = load_checkpoint(ENSEMBLE_CHECKPOINT)
-    assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 4 and not ens.input_level
+    assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 2 and ens.input_level
     weights = [torch.cat([p.flatten() for p in m.parameters()]) for m in ens.members]
-    assert all(not torch.equal(weights[i], weights[j]) for i in range(4) for j in range(i))
+    assert not torch.equal(weights[0], weights[1])
+    teacher = load_checkpoint(TEACHER_CHECKPOINT)
+    assert torch.equal(weights[0], torch.cat([p.flatten() for p in teacher.parameters()]))   # member 0: the teacher
     sidecar = json.loads(ENSEMBLE_CHECKPOINT.with_name(ENSEMBLE_CHECKPOINT.name + ".json").read_text())
     members = sidecar["extra"]["members"]
-    assert len(members) == 4 and len({m["sha256_12"] for m in members}) == 4
+    assert len(members) == 2 and len({m["sha256_12"] for m in members}) == 2
     assert sidecar["metrics"]["per_split"]["test"]["n"] == 2364

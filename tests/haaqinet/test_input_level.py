@@ -116,14 +116,14 @@ def test_the_student_of_a_level_teacher_takes_the_level(level_teacher, tmp_path)
     assert load_checkpoint(tmp_path / "student.pt").input_level
 
 
-def test_predict_takes_the_level_as_an_option_and_a_manifest_column(level_teacher, tmp_path):
+def test_predict_takes_the_level_as_an_option_and_a_manifest_column(level_teacher, toy_teacher, tmp_path):
     from haaqinet.predict import Predictor
 
     _, ckpt = level_teacher
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "a.wav", 0.1 * np.sin(2 * np.pi * 440 * t) * (1 + 0.5 * np.sin(3 * t)), 16000)
     p = Predictor(ckpt)
-    assert p.uses_input_level and not Predictor("ensemble").uses_input_level
+    assert p.uses_input_level and not Predictor(toy_teacher[1]).uses_input_level
     score = {lv: p.predict_file(tmp_path / "a.wav", audiogram="N3", spl_db=70, input_spl_db=lv)[0]["haaqinet"]
              for lv in (None, 50.0, 80.0)}
     assert len(set(score.values())) == 3

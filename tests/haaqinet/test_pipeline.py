@@ -187,7 +187,7 @@ def test_the_shipped_checkpoints_load_and_the_default_scores_a_file(tmp_path):
 
     if not (DEFAULT_CHECKPOINT.is_file() and TEACHER_CHECKPOINT.is_file()):
         pytest.skip("no shipped checkpoint in this checkout")
-    assert DEFAULT_CHECKPOINT == TEACHER_CHECKPOINT != ENSEMBLE_CHECKPOINT
+    assert DEFAULT_CHECKPOINT == ENSEMBLE_CHECKPOINT != TEACHER_CHECKPOINT
     for path in (TEACHER_CHECKPOINT, ENSEMBLE_CHECKPOINT):
         side = json.loads(path.with_name(path.name + ".json").read_text())
         assert {"test", "unseen-conditions", "val"} <= set(side["metrics"]["per_split"])
