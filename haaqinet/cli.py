@@ -269,8 +269,8 @@ def predict(
             _echo(f"note: {predictor.checkpoint.name} does not take the clean music's level; it is unused")
         if not given and predictor.uses_input_level:
             _echo(f"note: {predictor.checkpoint.name} is more accurate given the level at which the clean music "
-                  f"was presented to the hearing aid (--input-spl, or a manifest column input_spl_db); without "
-                  f"it, it is less accurate (docs/haaqinet.md)")
+                  f"was presented to the hearing aid (--input-spl, or a manifest column input_spl_db); these "
+                  f"files are judged with it unknown (docs/haaqinet.md)")
         if table is not None:
             scores = predictor.predict_manifest(table, base_dir=base)
             if out:
