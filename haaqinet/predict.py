@@ -127,8 +127,8 @@ class Predictor:
     """A loaded HAAQI-Net: predictions for arrays, files and manifests.
 
     Args:
-        checkpoint: a checkpoint path, or a name of :data:`CHECKPOINT_NAMES` (``"student"``; default: the
-            shipped teacher ``haaqinet-auditory.pt``).
+        checkpoint: a checkpoint path, or a name of :data:`CHECKPOINT_NAMES` (``"student"``; default:
+            :data:`DEFAULT_CHECKPOINT`, the shipped ensemble ``haaqinet-auditory-ensemble.pt``).
         device: torch device string.
         batch_size: clips per forward pass.
         frontend_path: where an external encoder (beats/hf) now lives, if it moved.

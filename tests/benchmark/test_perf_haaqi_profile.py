@@ -19,9 +19,10 @@ def test_split_attributes_growth_to_the_processed_signals():
 
 
 def test_a_short_profile_names_the_kernels_and_adds_up(capsys):
-    res = haaqi_profile.main(["--length", "0.5", "--batch", "2", "--repeats", "1", "--top", "5", "--default-malloc"])
+    res = haaqi_profile.main(["--length", "0.5", "--batch", "2", "--repeats", "3", "--top", "5", "--default-malloc"])
     names = " ".join(r["function"] for r in res["rows"])
     assert "covary_processed" in names and "gammatone_compressed_lanes" in names
     assert sum(r["per_processed_s"] for r in res["rows"]) == pytest.approx(res["per_processed_s"])
     assert sum(r["tn_s"] for r in res["rows"]) == pytest.approx(res["total_n_s"])
+    assert res["total_n_s"] > res["total_1_s"] and 0 < res["per_processed_s"] < res["total_1_s"]
     assert not res["steady_allocator"] and "per processed signal" in capsys.readouterr().out
