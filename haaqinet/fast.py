@@ -139,7 +139,11 @@ class FastHAAQINet(nn.Module):
         s = spl_db.detach().numpy().astype(np.float64)
         feats, stats = self.features(x, a, s)
         if self.model.input_level:  # the clip inputs join the clip statistics, as in the front end
-            stats = np.ascontiguousarray(np.concatenate([stats, _np(input_level_values(input_spl_db, shape[0]))], 1))
+            level = _np(input_level_values(input_spl_db, shape[0]))
+            stats = np.ascontiguousarray(np.concatenate([stats, level], 1))
+            if self.model.frontend.level_channels:   # and the stem's input, as constant channels
+                feats = np.ascontiguousarray(np.concatenate(
+                    [feats, np.broadcast_to(level[:, None, :], (*feats.shape[:2], level.shape[1]))], 2))
         if self.fused:
             clip, frames = fast_fused.pointwise_net(
                 feats, stats, a, s, self.taps[0], self.more_taps, self.biases, self.strides, self.stats_w,

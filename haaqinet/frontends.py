@@ -277,6 +277,10 @@ class AuditoryFrontend(Frontend):
       and the inner-hair-cell attenuation that HAAQI derives from the audiogram, in dB
       above HAAQI's 0-dB floor, divided by 20.
 
+    ``clip_inputs`` (set by :class:`~haaqinet.model.HAAQINet`'s ``input_level``) are values per clip that join
+    the clip statistics; with ``level_channels=True`` they also enter the conv stem as channels constant over
+    the frames, so the first convolution and its nonlinearity see each frame's maps beside them.
+
     No per-utterance or per-frame normalisation touches them, so absolute level
     reaches the network. The learned part adds clip statistics (mean and standard
     deviation over time of every map, and of the frame-to-frame change of the
@@ -298,8 +302,11 @@ class AuditoryFrontend(Frontend):
 
     def __init__(self, n_bands: int = 48, f_min_hz: float = 80.0, f_max_hz: float = 7800.0, dim: int = 128,
                  n_layers: int = 2, n_heads: int = 4, ffn_dim: int = 256, stride: int = 8, dropout: float = 0.1,
-                 n_fft: int = 512, hop: int = 320, haaqi_level: bool = False, clip_inputs: int = 0):
+                 n_fft: int = 512, hop: int = 320, haaqi_level: bool = False, clip_inputs: int = 0,
+                 level_channels: bool = False):
         super().__init__()
+        if level_channels and not clip_inputs:
+            raise BenchError("auditory front end: level_channels needs clip inputs (HAAQINet's input_level=True)")
         if n_layers < 1 or dim % n_heads:
             raise BenchError(
                 f"auditory front end: need n_layers >= 1 and dim divisible by n_heads (got {n_layers}, {dim}/{n_heads})"
@@ -339,8 +346,10 @@ class AuditoryFrontend(Frontend):
         self._centre_hz = mid[:, 0].numpy()
         n_in = self.n_maps * n_bands
         self.clip_inputs = int(clip_inputs)
+        self.level_channels = bool(level_channels)
         self.stats = nn.Linear(2 * n_in + n_bands + self.clip_inputs, dim)
-        stem = [nn.Conv1d(n_in, dim, kernel_size=3, padding=1), nn.GELU()]
+        n_stem = n_in + (self.clip_inputs if self.level_channels else 0)
+        stem = [nn.Conv1d(n_stem, dim, kernel_size=3, padding=1), nn.GELU()]
         for _ in range(self._n_halvings):  # each halves the frame rate
             stem += [nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1), nn.GELU()]
         self.stem = nn.Sequential(*stem)
@@ -423,6 +432,8 @@ class AuditoryFrontend(Frontend):
         if self.clip_inputs:
             stats.append(clip_inputs.to(feats.dtype))
         stats = torch.cat(stats, dim=1)  # (B, 2 * n_in + n_bands + clip_inputs)
+        if self.level_channels:  # the clip inputs also enter the stem, as channels constant over the frames
+            feats = torch.cat([feats, clip_inputs.to(feats.dtype)[:, None, :].expand(-1, feats.shape[1], -1)], dim=2)
         x = self.stem(feats.transpose(1, 2))  # (B, dim, T')
         x = x + self.stats(stats).unsqueeze(2)
         x = self.stem_norm((x + self.pos_conv(x)).transpose(1, 2))  # (B, T', dim)

@@ -40,8 +40,13 @@ def test_values_encode_the_level_and_whether_it_is_known():
         input_level_values(torch.tensor([300.0]), 1)
 
 
-def test_the_level_changes_the_score_and_nan_means_unknown():
-    model = _random({**TINY_TEACHER, "input_level": True})
+LEVEL_CHANNELS = {**TINY_TEACHER, "input_level": True,
+                  "frontend_args": {**TINY_TEACHER["frontend_args"], "level_channels": True}}
+
+
+@pytest.mark.parametrize("args", [{**TINY_TEACHER, "input_level": True}, LEVEL_CHANNELS], ids=["stats", "channels"])
+def test_the_level_changes_the_score_and_nan_means_unknown(args):
+    model = _random(args)
     x, a, s = _inputs(16000)
     with torch.inference_mode():
         known, _ = model(x, a, s, input_spl_db=torch.tensor([50.0, 60.0, 85.0]))
@@ -57,8 +62,17 @@ def test_the_level_changes_the_score_and_nan_means_unknown():
         HAAQINet(frontend="mel", input_level=True)
 
 
-@pytest.mark.parametrize("args", [_student(input_level=True), {**TINY_TEACHER, "input_level": True}],
-                         ids=["student", "teacher"])
+def test_level_channels_widen_the_stem_and_need_the_level_input():
+    plain, channels = HAAQINet(**{**TINY_TEACHER, "input_level": True}), HAAQINet(**LEVEL_CHANNELS)
+    assert channels.frontend.stem[0].in_channels == plain.frontend.stem[0].in_channels + 2
+    assert HAAQINet(**channels.model_args).frontend.level_channels    # rebuilt from the checkpoint's arguments
+    with pytest.raises(BenchError, match="level_channels needs clip inputs"):
+        HAAQINet(**{**TINY_TEACHER, "frontend_args": {**TINY_TEACHER["frontend_args"], "level_channels": True}})
+
+
+@pytest.mark.parametrize("args", [_student(input_level=True), {**TINY_TEACHER, "input_level": True},
+                                  _student({"level_channels": True}, input_level=True), LEVEL_CHANNELS],
+                         ids=["student", "teacher", "student-channels", "teacher-channels"])
 def test_the_fast_path_gives_the_same_scores(args):
     model = _random(args)
     fast = FastHAAQINet(model)
