@@ -87,17 +87,19 @@ def test_ensemble_command_writes_an_evaluated_checkpoint_that_predicts(toy_teach
     assert res.exit_code == 2 and "exists" in res.output
 
 
-def test_the_shipped_ensemble_is_the_default_and_the_mean_of_the_teacher_and_another_network():
+def test_the_shipped_ensemble_is_the_default_and_the_mean_of_the_teacher_and_three_other_networks():
     from haaqinet.predict import DEFAULT_CHECKPOINT, ENSEMBLE_CHECKPOINT, TEACHER_CHECKPOINT, resolve_checkpoint
 
     assert resolve_checkpoint("ensemble") == resolve_checkpoint(None) == DEFAULT_CHECKPOINT == ENSEMBLE_CHECKPOINT
     ens = load_checkpoint(ENSEMBLE_CHECKPOINT)
-    assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 2 and ens.input_level
+    assert isinstance(ens, HAAQINetEnsemble) and len(ens.members) == 4 and ens.input_level
     weights = [torch.cat([p.flatten() for p in m.parameters()]) for m in ens.members]
-    assert not torch.equal(weights[0], weights[1])
+    assert all(not torch.equal(weights[0], w) for w in weights[1:])
+    assert [m.frontend.level_channels for m in ens.members] == [False, False, False, True]
     teacher = load_checkpoint(TEACHER_CHECKPOINT)
     assert torch.equal(weights[0], torch.cat([p.flatten() for p in teacher.parameters()]))   # member 0: the teacher
     sidecar = json.loads(ENSEMBLE_CHECKPOINT.with_name(ENSEMBLE_CHECKPOINT.name + ".json").read_text())
     members = sidecar["extra"]["members"]
-    assert len(members) == 2 and len({m["sha256_12"] for m in members}) == 2
+    assert len(members) == 4 and len({m["sha256_12"] for m in members}) == 4
+    assert ENSEMBLE_CHECKPOINT.stat().st_size <= 20 * 1024 * 1024     # the limit for a shipped checkpoint
     assert sidecar["metrics"]["per_split"]["test"]["n"] == 2364
