@@ -36,8 +36,8 @@ from benchmark.errors import AudioError, BenchError
 TEACHER_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "haaqinet-auditory.pt"
 #: The shipped distilled student (docs/haaqinet-distill.md).
 STUDENT_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-student.pt")
-#: The shipped ensemble: the mean of two networks that take the clean music's level, the teacher and another
-#: seed of its recipe (``haaqinet/ensemble.py``, docs/haaqinet-data.md, session 17).
+#: The shipped ensemble: the mean of four networks that take the clean music's level, the teacher, two more
+#: seeds of its recipe and one with ``level_channels`` (``haaqinet/ensemble.py``, docs/haaqinet-data.md, session 18).
 ENSEMBLE_CHECKPOINT = TEACHER_CHECKPOINT.with_name("haaqinet-auditory-ensemble.pt")
 #: The checkpoint used where none is named: the most accurate shipped one, with the clean music's level known
 #: (``bench run`` always knows it) or not.
