@@ -52,12 +52,17 @@ def own_times(run, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v + [0.0] * (repeats - len(v))) for k, v in samples.items()}
 
 
+def per_processed(t1: float, tn: float, n: int) -> float:
+    """The time each processed signal adds: (t(n) - t(1)) / (n - 1); the reference side is t(1) minus it."""
+    return (tn - t1) / (n - 1)
+
+
 def split(one: dict[str, float], many: dict[str, float], n: int) -> list[dict]:
     """Rows of (function, t(1), t(n), reference side, per processed signal), largest t(n) first."""
     rows = []
     for name in set(one) | set(many):
         t1, tn = one.get(name, 0.0), many.get(name, 0.0)
-        per = (tn - t1) / (n - 1)
+        per = per_processed(t1, tn, n)
         rows.append({"function": name, "t1_s": t1, "tn_s": tn, "reference_s": t1 - per, "per_processed_s": per})
     return sorted(rows, key=lambda r: -r["tn_s"])
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     one, many = own_times(call(1), args.repeats), own_times(call(args.batch), args.repeats)
     rows = split(one, many, args.batch)
     t1, tn = sum(one.values()), sum(many.values())
-    per = (tn - t1) / (args.batch - 1)
+    per = per_processed(t1, tn, args.batch)
     print(f"{args.length:g}-s clip, {'steady' if steady else 'default'} allocator, one thread; score_many with 1 and "
           f"{args.batch} processed signals: {t1:.3f} s and {tn:.3f} s of own time; reference side {t1 - per:.3f} s, "
           f"{per:.3f} s per processed signal")
