@@ -298,7 +298,7 @@ def test_bm_covariance_matches_reference_and_skips_weightless_tiles():
     y[12000:13000] = 0.0                                  # a silent processed stretch
     windows = filters.covary_windows(ear_model.COV_SEGMENT, ear_model.COV_MAXLAG)
     n_seg = ear_model._segments(n, ear_model.COV_SEGMENT)
-    segs = np.empty((n_seg, ear_model.COV_SEGMENT + 2 * ear_model.COV_MAXLAG), dtype=np.float32)
+    segs = filters.covary_segments(n_seg, ear_model.COV_SEGMENT, ear_model.COV_MAXLAG)
     power, ref_ms, cov = np.empty(n_seg), np.empty(n_seg), np.empty(n_seg)
     filters.covary_reference(x, windows, ear_model.COV_MAXLAG, segs, power, ref_ms)
     filters.covary_processed(segs, power, ref_ms, 0.0, y, windows, cov)          # nothing skipped
@@ -310,6 +310,28 @@ def test_bm_covariance_matches_reference_and_skips_weightless_tiles():
     quiet = ~(np.sqrt(ref_ms) > ear_model.SILENCE_DB)
     assert quiet.any() and (~quiet).any()
     assert np.all(skipped[quiet] == 0.0) and np.array_equal(skipped[~quiet], cov[~quiet])
+
+
+@pytest.mark.parametrize("m", [384, 192, 100, 33, 1])
+def test_lag_sums_are_the_56_lag_products(m):
+    rng = _rng(13)
+    a = rng.standard_normal(m + filters.COV_LAGS - 1).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    out = np.full(filters.COV_LAGS + 3, np.nan, dtype=np.float32)
+    filters._lag_sums(a, b, m, out)
+    want = np.array([np.dot(a[j:j + m].astype(float), b.astype(float)) for j in range(filters.COV_LAGS)])
+    assert np.abs(out[:filters.COV_LAGS] - want).max() <= 1e-6 * np.sqrt(m) * max(1.0, np.abs(want).max())
+    assert np.all(np.isnan(out[filters.COV_LAGS:]))        # nothing written past the 56 lags
+
+
+def test_bm_covariance_refuses_rows_too_short_for_its_lags():
+    windows = filters.covary_windows(ear_model.COV_SEGMENT, ear_model.COV_MAXLAG)
+    short = np.zeros((3, ear_model.COV_SEGMENT + 2 * ear_model.COV_MAXLAG), dtype=np.float32)
+    with pytest.raises(ValueError, match="covary_segments"):
+        filters.covary_processed(short, np.ones(3), np.full(3, 100.0), 0.0, np.ones(2 * ear_model.COV_SEGMENT),
+                                 windows, np.empty(3))
+    with pytest.raises(ValueError, match="56 lags"):
+        filters.covary_segments(3, 384, 28)
 
 
 # --- per-band alignment ------------------------------------------------------------------------

@@ -538,7 +538,7 @@ def run(mids: np.ndarray, ear: Cochlea, level1: float, seed: int | np.random.Ran
     peaks = np.empty((rows, -(-n // filters.GAIN_BLOCK)))
     env_search = LagSearch(n)
     bm_search = LagSearch(n, work=env_search)
-    cov_segs = np.empty((n_cov, COV_SEGMENT + 2 * COV_MAXLAG), dtype=np.float32)
+    cov_segs = filters.covary_segments(n_cov, COV_SEGMENT, COV_MAXLAG)
     cov_power = np.empty(n_cov)
     lane_rows, lane_out = np.empty(filters.LANES, dtype=np.int64), np.empty(filters.LANES, dtype=np.int64)
     lane_bw, lane_cf, lane_ms = np.empty(filters.LANES), np.empty(filters.LANES), np.empty(filters.LANES)

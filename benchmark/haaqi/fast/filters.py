@@ -28,7 +28,8 @@ import math
 import numpy as np
 from numba import njit
 
-from benchmark.haaqi.fast.simd import vadd, vfma, vget, vmax, vmax0, vmul, vneg, vset, vsplat, vsqrt, vsub
+from benchmark.haaqi.fast.simd import (vadd, vadd8, vfma, vfma8, vget, vload8, vmax, vmax0, vmul, vneg, vset, vsplat,
+                                      vsplat8, vsqrt, vstore8, vsub, vzero8)
 from benchmark.haaqi.fast.vmath import vexp, vlog
 
 
@@ -37,6 +38,7 @@ _SMALL = 1e-30
 _DB_TO_LN = math.log(10.0) / 20.0
 LANES = 4
 GAIN_BLOCK = 64          # samples per block of the control envelope's running peak
+COV_LAGS = 56            # lag products per BM covariance segment: 7 vectors of 8 (HAAQI's +/- 1 ms needs 49)
 
 
 @njit(cache=True)
@@ -431,6 +433,17 @@ def covary_windows(nwin: int, maxlag: int) -> tuple:
             float(1.0 / np.sum(window * window)), float(1.0 / np.sum(hwin_hi * hwin_hi)))
 
 
+def covary_segments(n_segments: int, nwin: int, maxlag: int) -> np.ndarray:
+    """The float32 rows :func:`covary_reference` fills: (n_segments, nwin + COV_LAGS - 1).
+
+    A row is a segment with ``maxlag`` zeros before it and zeros after it, as
+    many as :func:`_lag_sums` reads past the segment for its 56 lags.
+    """
+    if 2 * maxlag + 1 > COV_LAGS:
+        raise ValueError(f"the BM covariance computes {COV_LAGS} lags; +/-{maxlag} needs {2 * maxlag + 1}")
+    return np.zeros((n_segments, nwin + COV_LAGS - 1), dtype=np.float32)
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", inline="always")
 def _centred(x, start, window, out):
     """out = x[start:start+m]*window minus its mean; returns the sum of squares."""
@@ -467,13 +480,13 @@ def covary_reference(x, windows, maxlag, segs, power, ms_out):
 
     Per 16-ms segment k (Hann window, 50 % overlap, half windows at the ends):
     the windowed, mean-removed segment scaled to unit energy, as float32
-    (``segs[k]``, zero-padded by ``maxlag`` on both sides), its mean square
+    (``segs[k]``, after ``maxlag`` zeros and followed by zeros), its mean square
     (``power[k]``) and twice that (``ms_out[k]``, HAAQI's reference BM level).
 
     Args:
         x: the reference's BM output of one band, shape (n,).
         windows: :func:`covary_windows`.
-        segs: float32 (n_segments, nwin + 2*maxlag); power, ms_out: (n_segments,).
+        segs: :func:`covary_segments`; power, ms_out: (n_segments,).
     """
     window, hwin_hi, hwin_lo, _, _, pw_full, pw_half = windows
     nwin = window.size
@@ -498,40 +511,51 @@ def covary_reference(x, windows, maxlag, segs, power, ms_out):
         ms_out[k] = 2.0 * (sa * pw)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", inline="always")
-def _lag_peak(a, b, m, inv_corr):
-    """max over lags j of |sum_i a[i + j] * b[i]| * inv_corr[j] (float32 sums), j = 0..2*maxlag.
+@njit(cache=True, error_model="numpy")
+def _lag_sums(a, b, m, out):
+    """out[j] = sum_i a[i + j] * b[i] over i < m, for j = 0..COV_LAGS-1 (float32; a holds m + COV_LAGS - 1 values).
 
-    Seven lags per pass over ``b``, so each vector of ``b`` is loaded once for
-    seven products (the passes are bound by loads otherwise); the 49 lags of
-    +/- 1 ms are seven passes with no remainder (eight per pass left a
-    49th lag on its own, a pass as slow as the others for one lag).
+    The lags run along the vector lanes: seven 8-lane accumulators hold the
+    56 lags, and each step adds ``a[i + j:i + j + 56] * b[i]``. Steps i, i+8,
+    i+16 and i+24 are taken together, because their loads overlap: they need
+    the ten vectors at a[i], a[i+8], ..., a[i+72], not 28, so the loop is bound
+    by the multiply-adds, not the loads (1.7x faster than seven dot products
+    per pass over ``b``). Steps i+8k with k even and with k odd add into two
+    sets of accumulators, summed at the end; every sum is in a fixed order.
+    No bounds checks: the caller keeps ``a.size >= m + COV_LAGS - 1`` and
+    ``out.size >= COV_LAGS``; a and out are contiguous float32.
     """
-    nlag = inv_corr.size
-    peak = 0.0
-    j = 0
-    while j + 7 <= nlag:
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = np.float32(0.0)
-        for i in range(m):
-            bi = b[i]
-            s0 += a[i + j] * bi
-            s1 += a[i + j + 1] * bi
-            s2 += a[i + j + 2] * bi
-            s3 += a[i + j + 3] * bi
-            s4 += a[i + j + 4] * bi
-            s5 += a[i + j + 5] * bi
-            s6 += a[i + j + 6] * bi
-        peak = max(peak, abs(s0 * inv_corr[j]), abs(s1 * inv_corr[j + 1]), abs(s2 * inv_corr[j + 2]),
-                   abs(s3 * inv_corr[j + 3]), abs(s4 * inv_corr[j + 4]), abs(s5 * inv_corr[j + 5]),
-                   abs(s6 * inv_corr[j + 6]))
-        j += 7
-    while j < nlag:
-        acc = np.float32(0.0)
-        for i in range(m):
-            acc += a[i + j] * b[i]
-        peak = max(peak, abs(acc * inv_corr[j]))
-        j += 1
-    return peak
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = vzero8()
+    d0 = d1 = d2 = d3 = d4 = d5 = d6 = vzero8()
+    i0 = 0
+    while i0 + 32 <= m:
+        for r in range(8):
+            i = i0 + r
+            x0, x1, x2, x3 = vsplat8(b[i]), vsplat8(b[i + 8]), vsplat8(b[i + 16]), vsplat8(b[i + 24])
+            l0, l1, l2, l3 = vload8(a, i), vload8(a, i + 8), vload8(a, i + 16), vload8(a, i + 24)
+            l4, l5, l6, l7 = vload8(a, i + 32), vload8(a, i + 40), vload8(a, i + 48), vload8(a, i + 56)
+            l8, l9 = vload8(a, i + 64), vload8(a, i + 72)
+            c0, c1, c2, c3 = vfma8(l0, x0, c0), vfma8(l1, x0, c1), vfma8(l2, x0, c2), vfma8(l3, x0, c3)
+            c4, c5, c6 = vfma8(l4, x0, c4), vfma8(l5, x0, c5), vfma8(l6, x0, c6)
+            d0, d1, d2, d3 = vfma8(l1, x1, d0), vfma8(l2, x1, d1), vfma8(l3, x1, d2), vfma8(l4, x1, d3)
+            d4, d5, d6 = vfma8(l5, x1, d4), vfma8(l6, x1, d5), vfma8(l7, x1, d6)
+            c0, c1, c2, c3 = vfma8(l2, x2, c0), vfma8(l3, x2, c1), vfma8(l4, x2, c2), vfma8(l5, x2, c3)
+            c4, c5, c6 = vfma8(l6, x2, c4), vfma8(l7, x2, c5), vfma8(l8, x2, c6)
+            d0, d1, d2, d3 = vfma8(l3, x3, d0), vfma8(l4, x3, d1), vfma8(l5, x3, d2), vfma8(l6, x3, d3)
+            d4, d5, d6 = vfma8(l7, x3, d4), vfma8(l8, x3, d5), vfma8(l9, x3, d6)
+        i0 += 32
+    for i in range(i0, m):                 # the rest, one step at a time (none for 16-ms segments at 24 kHz)
+        x = vsplat8(b[i])
+        c0, c1, c2, c3 = (vfma8(vload8(a, i), x, c0), vfma8(vload8(a, i + 8), x, c1),
+                          vfma8(vload8(a, i + 16), x, c2), vfma8(vload8(a, i + 24), x, c3))
+        c4, c5, c6 = vfma8(vload8(a, i + 32), x, c4), vfma8(vload8(a, i + 40), x, c5), vfma8(vload8(a, i + 48), x, c6)
+    vstore8(out, 0, vadd8(c0, d0))
+    vstore8(out, 8, vadd8(c1, d1))
+    vstore8(out, 16, vadd8(c2, d2))
+    vstore8(out, 24, vadd8(c3, d3))
+    vstore8(out, 32, vadd8(c4, d4))
+    vstore8(out, 40, vadd8(c5, d5))
+    vstore8(out, 48, vadd8(c6, d6))
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
@@ -551,8 +575,12 @@ def covary_processed(segs, power, ref_ms, min_rms, y, windows, cov_out):
     window, hwin_hi, hwin_lo, inv_full, inv_half, pw_full, pw_half = windows
     nwin = window.size
     half = nwin // 2
+    nlag = inv_full.size
+    if nlag > COV_LAGS or segs.shape[1] < nwin + COV_LAGS - 1:
+        raise ValueError("covary_processed: at most COV_LAGS lags, and segs rows from covary_segments")
     b = np.empty(nwin)
     b32 = np.empty(nwin, dtype=np.float32)
+    sums = np.empty(COV_LAGS, dtype=np.float32)
     nseg = power.size
     for k in range(nseg):
         if k == 0:
@@ -570,7 +598,11 @@ def covary_processed(segs, power, ref_ms, min_rms, y, windows, cov_out):
             cov_out[k] = 0.0
             continue
         _scaled_float32(b, 1.0 / math.sqrt(sb), m, b32)
-        peak = _lag_peak(segs[k], b32, m, inv_corr) / pw
+        _lag_sums(segs[k], b32, m, sums)
+        peak = 0.0
+        for j in range(nlag):
+            peak = max(peak, abs(sums[j] * inv_corr[j]))
+        peak /= pw
         cov_out[k] = min(max(peak, 0.0), 1.0)
 
 

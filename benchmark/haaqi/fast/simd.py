@@ -173,3 +173,111 @@ def vmax0(typingctx, a):
         zero = ir.Constant(_VEC, [ir.Constant(_F64, 0.0)] * LANES)
         return builder.select(builder.fcmp_ordered(">", args[0], zero), args[0], zero)
     return f64x4(f64x4), codegen
+
+
+# Eight float32 lanes (one AVX2 register), for dot products that run along a lag axis.
+
+LANES32 = 8
+_F32 = ir.FloatType()
+_VEC32 = ir.VectorType(_F32, LANES32)
+
+
+class F32x8(types.Type):
+    """numba type of eight float32 lanes (LLVM ``<8 x float>``)."""
+
+    def __init__(self):
+        super().__init__(name="F32x8")
+
+
+f32x8 = F32x8()
+
+
+@register_model(F32x8)
+class _F32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC32)
+
+
+def _contiguous_f32(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1 and arr.layout == "C"
+
+
+def _element_pointer(context, builder, sig, args):
+    """Pointer to ``arr[i]`` (args = (arr, i, ...)) as a vector pointer."""
+    ary = context.make_array(sig.args[0])(context, builder, args[0])
+    idx = context.cast(builder, args[1], sig.args[1], types.intp)
+    return builder.bitcast(builder.gep(ary.data, [idx]), _VEC32.as_pointer())
+
+
+@intrinsic
+def vzero8(typingctx):
+    """Eight lanes of 0.0."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_VEC32, [ir.Constant(_F32, 0.0)] * LANES32)
+    return f32x8(), codegen
+
+
+@intrinsic
+def vsplat8(typingctx, x):
+    """All eight lanes = ``x`` (a float32)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = ir.Constant(_VEC32, ir.Undefined)
+        for i in range(LANES32):
+            vec = builder.insert_element(vec, args[0], ir.Constant(_I32, i))
+        return vec
+    return f32x8(types.float32), codegen
+
+
+@intrinsic
+def vload8(typingctx, arr, i):
+    """``arr[i:i + 8]`` as a vector (unaligned load, no bounds check: the caller keeps i + 8 <= arr.size).
+
+    ``arr`` is a contiguous 1-D float32 array.
+    """
+    if not _contiguous_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig, args)
+        return builder.load(ptr, align=4)
+    return f32x8(arr, i), codegen
+
+
+@intrinsic
+def vstore8(typingctx, arr, i, v):
+    """``arr[i:i + 8] = v`` (unaligned store, no bounds check)."""
+    if not _contiguous_f32(arr) or not isinstance(i, types.Integer) or v != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig, args)
+        builder.store(args[2], ptr, align=4)
+        return context.get_dummy_value()
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
+def vadd8(typingctx, a, b):
+    """a + b, lane-wise (float32)."""
+    if a != f32x8 or b != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return f32x8(f32x8, f32x8), codegen
+
+
+@intrinsic
+def vfma8(typingctx, a, b, c):
+    """a * b + c with one rounding, lane-wise (``llvm.fma.v8f32``)."""
+    if a != f32x8 or b != f32x8 or c != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC32, [_VEC32] * 3),
+                                            "llvm.fma.v8f32")
+        return builder.call(fn, args)
+    return f32x8(f32x8, f32x8, f32x8), codegen
