@@ -463,25 +463,6 @@ def _centred(x, start, window, out):
     return ss
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", inline="always")
-def _centred_float32(x, start, window, tmp, out):
-    """out = float32 of x[start:start+m]*window minus its mean (tmp: float64 scratch); returns its sum of squares."""
-    m = window.size
-    seg = x[start:start + m]
-    mean = 0.0
-    for i in range(m):
-        v = seg[i] * window[i]
-        tmp[i] = v
-        mean += v
-    mean /= m
-    ss = 0.0
-    for i in range(m):
-        v = tmp[i] - mean
-        out[i] = v
-        ss += v * v
-    return ss
-
-
 @njit(cache=True)
 def _scaled_float32(x, scale, m, out):
     """out[:m] = x[:m] * scale as float32.
@@ -612,15 +593,16 @@ def covary_processed(segs, power, ref_ms, min_rms, y, windows, cov_out):
             cov_out[k] = 0.0
             continue
         m = w.size
-        sb = _centred_float32(y, start, w, b, b32)
+        sb = _centred(y, start, w, b)
         if power[k] <= 1e-30 or sb * pw <= 1e-30:
             cov_out[k] = 0.0
             continue
+        _scaled_float32(b, 1.0 / math.sqrt(sb), m, b32)
         _lag_sums(segs[k], b32, m, sums)
         peak = 0.0
         for j in range(nlag):
             peak = max(peak, abs(sums[j] * inv_corr[j]))
-        peak *= (1.0 / math.sqrt(sb)) / pw     # the processed segment is scaled to unit energy here
+        peak /= pw
         cov_out[k] = min(max(peak, 0.0), 1.0)
 
 
