@@ -9,8 +9,9 @@ Backends:
 
 * ``pyclarity``: ``clarity.evaluator.haaqi.haaqi_v1`` (the reference implementation).
 * ``fast`` (default): the project's vectorised implementation
-  (:mod:`benchmark.haaqi.fast`): the same model, about 10x faster per call
-  and 18x when one reference is scored against many signals. Its threshold
+  (:mod:`benchmark.haaqi.fast`): the same model, about 20x faster per call
+  and 45-50x when one reference is scored against many signals (10-s clips;
+  ``python -m benchmark.perf.haaqi_speed`` measures it). Its threshold
   noise is its own seeded stream (independent per band), so scores differ
   from pyclarity's by about as much as pyclarity's differ between two seeds
   (max 1.8e-4 over the conformance battery); with ``noise="numpy-legacy"``
