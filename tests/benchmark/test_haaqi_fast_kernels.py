@@ -372,7 +372,15 @@ def test_spectra_mac_lag_dots_and_to_float32_match_numpy():
     other = rng.standard_normal((7, 65)) + 1j * rng.standard_normal((7, 65))
     out = np.empty(65, dtype=complex)
     filters.spectra_mac(spec, other, out)
-    assert np.array_equal(out, np.einsum("bf,bf->f", spec, other))
+    assert np.array_equal(out, np.einsum("bf,bf->f", np.conj(spec), other))
+    x = rng.standard_normal(250)
+    blocks = np.full((3, 120), np.nan, dtype=np.float32)
+    squares = filters.fill_blocks(x, blocks, 100)
+    want = np.zeros((3, 120), dtype=np.float32)
+    for b in range(3):
+        chunk = x[b * 100:(b + 1) * 100]
+        want[b, :chunk.size] = chunk
+    assert np.array_equal(blocks, want) and math.isclose(squares, float(x @ x), rel_tol=1e-12)
     a, b = rng.standard_normal(300), rng.standard_normal(300)
     lags = np.array([-299, -17, 0, 5, 299])
     dots = np.empty(lags.size)

@@ -359,14 +359,10 @@ class LagSearch:
         searches against it are done (:func:`run` loads a band's reference row and rewrites it only in a
         later pass).
         """
-        blocks, block = self._blocks, self.block
-        for b in range(self.nblocks):
-            chunk = reference[b * block:(b + 1) * block]
-            blocks[b, :chunk.size] = chunk
-            blocks[b, chunk.size:] = 0.0
-        np.conjugate(sfft.rfft(blocks, axis=1), out=self.spec)
+        squares = filters.fill_blocks(reference, self._blocks, self.block)   # no BLAS: no thread-dependent sums
+        self.spec = sfft.rfft(self._blocks, axis=1)          # the blocks' spectra (spectra_mac conjugates them)
         self._ref = reference
-        self._ref_norm = math.sqrt(np.einsum("i,i->", reference, reference))   # no BLAS: no thread-dependent sums
+        self._ref_norm = math.sqrt(squares)
         return self
 
     def delays(self, outputs) -> list[int]:

@@ -662,17 +662,39 @@ def middle_ear_filters(lowpass, highpass, x, out):
 
 @njit(cache=True)
 def spectra_mac(spec, other, out):
-    """``out[f] = sum_b spec[b, f] * other[b, f]`` (complex), blocks summed in order from 0.
+    """``out[f] = sum_b conj(spec[b, f]) * other[b, f]`` (complex), blocks summed in order from 0.
 
-    The same sums, in the same order, as ``np.einsum("bf,bf->f", spec, other)``
-    (bit for bit), without its temporaries.
+    The same sums, in the same order, as ``np.einsum("bf,bf->f", np.conj(spec), other)``
+    (bit for bit: the conjugate is exact), without its temporaries or a conjugated copy of ``spec``.
     """
     nb, nf = spec.shape
     for f in range(nf):
         out[f] = 0.0
     for b in range(nb):
         for f in range(nf):
-            out[f] += spec[b, f] * other[b, f]
+            out[f] += spec[b, f].conjugate() * other[b, f]
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def fill_blocks(x, blocks, block):
+    """``blocks[b, :block]`` = float32 of ``x[b*block:(b+1)*block]``, zeros after; returns ``sum(x**2)`` (float64).
+
+    The blocks of a reference for :class:`.ear_model.LagSearch` in one pass (``blocks`` has
+    ``ceil(x.size / block)`` rows of at least ``block`` values).
+    """
+    acc = 0.0
+    for b in range(blocks.shape[0]):
+        row = blocks[b]
+        lo = b * block
+        m = min(block, x.size - lo)
+        seg = x[lo:lo + m]
+        for i in range(m):
+            v = seg[i]
+            row[i] = v
+            acc += v * v
+        for i in range(m, row.size):
+            row[i] = 0.0
+    return acc
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
