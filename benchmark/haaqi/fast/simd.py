@@ -1,4 +1,4 @@
-"""Four float64 lanes in one register, for numba kernels that run four filters at once.
+"""Vector lanes for numba kernels: four float64 (four filters at once) and eight float32 (lag products).
 
 numba compiles scalar code; LLVM vectorises loops over samples but not four
 independent recursions (IIR filters) stepped side by side. This module gives
@@ -15,6 +15,11 @@ filter gives the same bits in any lane, next to any other filters, on any x86
 CPU (without FMA hardware LLVM calls libm's exactly rounded ``fma``). That is
 what makes ``score_many(ref, [p1..pN])[i] == haaqi(ref, pi)`` hold when the
 processed signals share registers.
+
+:data:`f32x8` (``<8 x float>``) carries the BM covariance's lag products
+(:func:`.filters._lag_sums`): :func:`vzero8`, :func:`vsplat8`, :func:`vload8`
+and :func:`vstore8` (unaligned loads and stores of eight contiguous float32
+values, unchecked), :func:`vadd8` and :func:`vfma8`.
 
 The functions are numba intrinsics: call them from ``@njit`` code only, and
 keep vectors inside a kernel (they are not meant as arguments of compiled
