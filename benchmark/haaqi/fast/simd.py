@@ -50,14 +50,19 @@ class F64x4(types.Type):
 f64x4 = F64x4()
 
 
-@register_model(F64x4)
-class _F64x4Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _VEC)
+def _register_vector(numba_type: type, vec: ir.VectorType) -> None:
+    """Give ``numba_type`` the data model of the LLVM vector ``vec`` (values held in registers)."""
+    class _Model(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, vec)
+    register_model(numba_type)(_Model)
 
 
-def _lanes(builder, values):
-    vec = ir.Constant(_VEC, ir.Undefined)
+_register_vector(F64x4, _VEC)
+
+
+def _lanes(builder, values, vec_type=_VEC):
+    vec = ir.Constant(vec_type, ir.Undefined)
     for i, v in enumerate(values):
         vec = builder.insert_element(vec, v, ir.Constant(_I32, i))
     return vec
@@ -101,15 +106,16 @@ def vget(typingctx, v, i):
     return types.float64(f64x4, i), codegen
 
 
-def _binary(op):
+def _binary(op, vty=f64x4):
+    """The lane-wise IEEE operation ``op`` (an llvmlite builder method) on two vectors of type ``vty``."""
     @intrinsic
     def fn(typingctx, a, b):
-        if a != f64x4 or b != f64x4:
+        if a != vty or b != vty:
             return None
 
         def codegen(context, builder, sig, args):
             return getattr(builder, op)(args[0], args[1])
-        return f64x4(f64x4, f64x4), codegen
+        return vty(vty, vty), codegen
     return fn
 
 
@@ -121,17 +127,22 @@ vmul = _binary("fmul")
 vmul.__doc__ = "a * b, lane-wise."
 
 
-@intrinsic
-def vfma(typingctx, a, b, c):
-    """a * b + c with one rounding, lane-wise (``llvm.fma``)."""
-    if a != f64x4 or b != f64x4 or c != f64x4:
-        return None
+def _fused(vty, vec: ir.VectorType, llvm_name: str):
+    """a * b + c with one rounding, lane-wise, on vectors of type ``vty`` (LLVM intrinsic ``llvm_name``)."""
+    @intrinsic
+    def fn(typingctx, a, b, c):
+        if a != vty or b != vty or c != vty:
+            return None
 
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                            "llvm.fma.v4f64")
-        return builder.call(fn, args)
-    return f64x4(f64x4, f64x4, f64x4), codegen
+        def codegen(context, builder, sig, args):
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), llvm_name)
+            return builder.call(fma, args)
+        return vty(vty, vty, vty), codegen
+    return fn
+
+
+vfma = _fused(f64x4, _VEC, "llvm.fma.v4f64")
+vfma.__doc__ = "a * b + c with one rounding, lane-wise (``llvm.fma``)."
 
 
 @intrinsic
@@ -195,12 +206,7 @@ class F32x8(types.Type):
 
 
 f32x8 = F32x8()
-
-
-@register_model(F32x8)
-class _F32x8Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _VEC32)
+_register_vector(F32x8, _VEC32)
 
 
 def _contiguous_f32(arr) -> bool:
@@ -229,10 +235,7 @@ def vsplat8(typingctx, x):
         return None
 
     def codegen(context, builder, sig, args):
-        vec = ir.Constant(_VEC32, ir.Undefined)
-        for i in range(LANES32):
-            vec = builder.insert_element(vec, args[0], ir.Constant(_I32, i))
-        return vec
+        return _lanes(builder, [args[0]] * LANES32, _VEC32)
     return f32x8(types.float32), codegen
 
 
@@ -264,25 +267,7 @@ def vstore8(typingctx, arr, i, v):
     return types.none(arr, i, v), codegen
 
 
-@intrinsic
-def vadd8(typingctx, a, b):
-    """a + b, lane-wise (float32)."""
-    if a != f32x8 or b != f32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return f32x8(f32x8, f32x8), codegen
-
-
-@intrinsic
-def vfma8(typingctx, a, b, c):
-    """a * b + c with one rounding, lane-wise (``llvm.fma.v8f32``)."""
-    if a != f32x8 or b != f32x8 or c != f32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC32, [_VEC32] * 3),
-                                            "llvm.fma.v8f32")
-        return builder.call(fn, args)
-    return f32x8(f32x8, f32x8, f32x8), codegen
+vadd8 = _binary("fadd", f32x8)
+vadd8.__doc__ = "a + b, lane-wise (float32)."
+vfma8 = _fused(f32x8, _VEC32, "llvm.fma.v8f32")
+vfma8.__doc__ = "a * b + c with one rounding, lane-wise (``llvm.fma.v8f32``)."
