@@ -340,8 +340,7 @@ class LagSearch:
         self.nfft = nfft
         self.block = nfft - span
         self.nblocks = -(-n // self.block)
-        nf = nfft // 2 + 1
-        self.spec = np.empty((self.nblocks, nf), dtype=np.complex64)
+        self.spec = None           # the loaded reference's block spectra (see load)
         self._ref = None           # the loaded reference (a view; see load)
         self._ref_norm = 0.0
         # lag of h[j] (the first is skipped when lags == n: the reference implementation has no lag -n)
